@@ -1,0 +1,206 @@
+"""The exceptions deejai raises.
+
+Every error deejai raises on purpose derives from :class:`DeejaiError`. A front end shows
+``str(error)`` as one line; each class carries the JSON-RPC error ``code`` the daemon sends and
+the process ``exit_code`` the CLI uses::
+
+    DeejaiError                      generic failure             exit 1
+    ├── ConfigError                  bad settings file or option  exit 1
+    ├── ModelError                   model folder missing, card invalid, file mismatch
+    │   └── BackendUnavailableError  no TFLite runtime can be imported
+    ├── AudioError                   a file cannot be decoded (carries ``path``)
+    │   ├── UnsupportedFormatError   no decoder reads this file
+    │   └── EmptyAudioError          the file decodes to no samples
+    ├── LibraryError                 the SQLite library cannot be used
+    │   ├── LibraryEmptyError        nothing scanned yet (hint: run ``deejai scan``)
+    │   └── ScanRunningError         a scan already holds the library lock
+    ├── TrackNotFoundError           no track matches a path, id or query     exit 2
+    ├── AmbiguousTrackError          several tracks match (carries ``candidates``)  exit 2
+    ├── PlaylistError                a playlist cannot satisfy its constraints
+    ├── DaemonError                  the daemon cannot be reached or refused a call
+    │   └── UnauthorisedError        a TCP connection without the right token
+    └── PluginError                  a plugin failed to load or misbehaved
+
+Application error codes for JSON-RPC live in the range -32000..-32099 reserved by the JSON-RPC
+2.0 specification for implementation-defined server errors; ``docs/protocol.md`` lists them.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+__all__ = [
+    "DeejaiError",
+    "ConfigError",
+    "ModelError",
+    "BackendUnavailableError",
+    "AudioError",
+    "UnsupportedFormatError",
+    "EmptyAudioError",
+    "LibraryError",
+    "LibraryEmptyError",
+    "ScanRunningError",
+    "TrackNotFoundError",
+    "AmbiguousTrackError",
+    "PlaylistError",
+    "DaemonError",
+    "UnauthorisedError",
+    "PluginError",
+    "error_from_code",
+]
+
+
+class DeejaiError(Exception):
+    """Base class of every error deejai raises on purpose.
+
+    Attributes
+    ----------
+    code : int
+        JSON-RPC 2.0 error code the daemon replies with.
+    exit_code : int
+        Exit status of the ``deejai`` command for this error.
+    """
+
+    code: int = -32000
+    exit_code: int = 1
+
+    def data(self) -> dict[str, Any] | None:
+        """Extra JSON-serialisable fields for the JSON-RPC ``error.data`` member."""
+        return None
+
+
+class ConfigError(DeejaiError):
+    code = -32001
+
+
+class ModelError(DeejaiError):
+    code = -32010
+
+
+class BackendUnavailableError(ModelError):
+    code = -32011
+
+
+class AudioError(DeejaiError):
+    """A file could not be decoded; ``str()`` names the file and the reason."""
+
+    code = -32020
+
+    def __init__(self, path: Any, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def data(self) -> dict[str, Any]:
+        return {"path": self.path, "reason": self.reason}
+
+
+class UnsupportedFormatError(AudioError):
+    code = -32021
+
+
+class EmptyAudioError(AudioError):
+    code = -32022
+
+
+class LibraryError(DeejaiError):
+    code = -32030
+
+
+class LibraryEmptyError(LibraryError):
+    code = -32031
+
+    def __init__(self, message: str = "the library is empty: run `deejai scan ~/Music` first"):
+        super().__init__(message)
+
+
+class ScanRunningError(LibraryError):
+    code = -32032
+
+
+class TrackNotFoundError(DeejaiError):
+    code = -32040
+    exit_code = 2
+
+
+class AmbiguousTrackError(DeejaiError):
+    """A query matched several tracks.
+
+    Parameters
+    ----------
+    query : str
+        What the user typed.
+    candidates : sequence of dict
+        The best matches, each at least ``{"id": int, "label": str}``.
+    """
+
+    code = -32041
+    exit_code = 2
+
+    def __init__(self, query: str, candidates: Sequence[dict[str, Any]]):
+        self.query = query
+        self.candidates = list(candidates)
+        shown = "; ".join(f"[{c['id']}] {c['label']}" for c in self.candidates[:5])
+        more = len(self.candidates) - 5
+        tail = f" (and {more} more)" if more > 0 else ""
+        super().__init__(
+            f"{query!r} matches {len(self.candidates)} tracks: {shown}{tail}; "
+            "be more specific or use the track id"
+        )
+
+    def data(self) -> dict[str, Any]:
+        return {"query": self.query, "candidates": self.candidates}
+
+
+class PlaylistError(DeejaiError):
+    code = -32050
+
+
+class DaemonError(DeejaiError):
+    code = -32060
+
+
+class UnauthorisedError(DaemonError):
+    code = -32061
+
+
+class PluginError(DeejaiError):
+    code = -32070
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_from_code(code: int, message: str, data: Any = None) -> DeejaiError:
+    """Rebuild the exception a daemon reported, for the client side.
+
+    Parameters
+    ----------
+    code : int
+        The JSON-RPC ``error.code``.
+    message : str
+        The JSON-RPC ``error.message``, shown as is.
+    data : any
+        The JSON-RPC ``error.data``; ``candidates`` and ``path`` are restored when present.
+
+    Returns
+    -------
+    DeejaiError
+        An instance of the class registered for ``code`` (``DaemonError`` when unknown).
+    """
+    for cls in [DeejaiError, *_all_subclasses(DeejaiError)]:
+        if cls.code == code and cls is not DeejaiError:
+            break
+    else:
+        cls = DaemonError if code != DeejaiError.code else DeejaiError
+    err = Exception.__new__(cls)
+    Exception.__init__(err, message)
+    if isinstance(data, dict):
+        for key in ("candidates", "query", "path", "reason"):
+            if key in data:
+                setattr(err, key, data[key])
+    return err

@@ -1,0 +1,1 @@
+"""deejai's plugin system (pluggy, entry-point group ``deejai``) and the built-in plugins."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: a temporary DEEJAI_HOME and MP3 files the tests make themselves."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.audiogen import make_library, write_mp3
+
+__all__ = ["write_mp3", "make_library"]
+
+
+@pytest.fixture(autouse=True)
+def deejai_home(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own DEEJAI_HOME and never touches the user's folders."""
+    home = tmp_path_factory.mktemp("deejai-home")
+    monkeypatch.setenv("DEEJAI_HOME", str(home))
+    monkeypatch.delenv("DEEJAI_SOCKET", raising=False)
+    monkeypatch.setenv("DEEJAI_NO_DAEMON", "")
+    return home
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def mp3(tmp_path) -> Path:
+    """A 6-second tagged stereo MP3 (44.1 kHz)."""
+    return write_mp3(
+        tmp_path / "tone.mp3",
+        seconds=6.0,
+        kind="chord",
+        seed=1,
+        tags={"artist": "Test Artist", "title": "Tone", "album": "Tests"},
+    )

@@ -1,0 +1,1 @@
+"""The ``deejai`` command line (click)."""

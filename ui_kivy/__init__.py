@@ -1,0 +1,1 @@
+"""The Kivy front end (desktop and phone). Install with ``pip install "deejai[kivy]"``."""
