@@ -1,0 +1,569 @@
+"""The Engine facade: the one object every front end calls.
+
+The command line, the daemon (:mod:`deejai.engine.rpc`), the Kivy app and the tray icon all
+talk to an :class:`Engine`, in process or through :class:`deejai.engine.rpc.Client`, which has
+the same method names, keyword parameters and JSON-serialisable results. :data:`RPC_METHODS`
+maps the wire names of the JSON-RPC protocol (``docs/protocol.md``) to these methods.
+
+Threading: the daemon calls the facade from a pool of threads. Each thread reads SQLite through
+its own connection; a scan runs on its own thread with the library's single writer connection,
+and readers see the last committed state (SQLite WAL). The vector index and the in-memory
+catalogue are rebuilt when the library revision changes, so queries pick up what a scan
+commits.
+
+Events: :meth:`Engine.subscribe` registers ``callback(event, params)`` for
+
+* ``scan.progress`` ``{job, done, total, errors, rate, eta_s}`` (at most ~5 per second),
+* ``scan.finished`` ``{job, state, summary, error}``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from deejai.engine.catalogue import Playlist, PlaylistEntry
+from deejai.engine.config import Paths, load_settings, paths as default_paths
+from deejai.engine.errors import (
+    ConfigError,
+    DeejaiError,
+    LibraryEmptyError,
+    PlaylistError,
+    ScanRunningError,
+)
+
+__all__ = ["Engine", "ScanJob", "RPC_METHODS", "EventCallback"]
+
+log = logging.getLogger(__name__)
+
+#: JSON-RPC method name -> Engine method name (see docs/protocol.md).
+RPC_METHODS: dict[str, str] = {
+    "library.scan": "scan",
+    "library.scan_status": "scan_status",
+    "library.cancel_scan": "cancel_scan",
+    "library.tracks": "tracks",
+    "library.track": "track",
+    "library.resolve": "resolve",
+    "playlist.join": "join",
+    "playlist.radio": "radio",
+    "playlist.export": "export",
+    "engine.status": "status",
+}
+
+EventCallback = Callable[[str, dict], None]
+
+#: Seconds between two ``scan.progress`` events.
+PROGRESS_INTERVAL_S = 0.2
+
+
+@dataclass
+class ScanJob:
+    """State of one background scan, as :meth:`Engine.scan_status` reports it."""
+
+    job: str
+    roots: list[str]
+    state: str = "running"  # running, finished, cancelled, failed
+    done: int = 0
+    total: int = 0
+    errors: int = 0
+    rate: float = 0.0
+    eta_s: float | None = None
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "roots": self.roots,
+            "state": self.state,
+            "done": self.done,
+            "total": self.total,
+            "errors": self.errors,
+            "rate": self.rate,
+            "eta_s": self.eta_s,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "summary": self.summary,
+            "error": self.error,
+        }
+
+
+class Engine:
+    """deejai's facade: scan the library, look tracks up, make and export playlists.
+
+    Parameters
+    ----------
+    paths : Paths, optional
+        Where the library lives; default :func:`deejai.engine.config.paths` (``DEEJAI_HOME``).
+    settings : dict, optional
+        Settings; default :func:`deejai.engine.config.load_settings`.
+    index_backend : {"auto", "faiss", "numpy"}
+        Vector index implementation; "auto" prefers FAISS and falls back to NumPy.
+
+    Every public method takes keyword parameters and returns JSON-serialisable values, so the
+    same call works in process and over the daemon's socket. Errors are
+    :class:`~deejai.engine.errors.DeejaiError` subclasses.
+    """
+
+    def __init__(
+        self,
+        *,
+        paths: Paths | None = None,
+        settings: dict[str, Any] | None = None,
+        index_backend: str = "auto",
+    ) -> None:
+        self.paths = (paths or default_paths()).ensure()
+        self.settings = settings if settings is not None else load_settings(self.paths)
+        self.model_name: str = str(self.settings.get("model") or "msd-musicnn")
+        self.index_backend = index_backend
+        self._local = threading.local()
+        self._libraries: list[Any] = []
+        self._lib_lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cache: tuple[int, Any, Any] | None = None  # (revision, catalogue, index)
+        self._jobs: dict[str, ScanJob] = {}
+        self._jobs_lock = threading.Lock()
+        self._subscribers: list[EventCallback] = []
+        self._sub_lock = threading.Lock()
+        self._closed = False
+
+    # ------------------------------------------------------------------ plumbing
+    def _library(self) -> Any:
+        """This thread's read connection to the library (opened on first use)."""
+        lib = getattr(self._local, "library", None)
+        if lib is None:
+            from deejai.engine.library import Library
+
+            lib = Library(self.paths.library_file)
+            self._local.library = lib
+            with self._lib_lock:
+                self._libraries.append(lib)
+        return lib
+
+    def _emit(self, event: str, params: dict[str, Any]) -> None:
+        with self._sub_lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback(event, params)
+            except Exception:  # a broken front end must not break the engine
+                log.exception("event subscriber failed on %s", event)
+
+    def _catalogue_and_index(self) -> tuple[Any, Any]:
+        """The catalogue and vector index for the current library revision (cached)."""
+        lib = self._library()
+        revision = lib.revision
+        with self._cache_lock:
+            if self._cache is not None and self._cache[0] == revision:
+                return self._cache[1], self._cache[2]
+            from deejai.engine.index import open_index
+
+            catalogue = lib.catalogue(self.model_name)
+            if len(catalogue) == 0:
+                raise LibraryEmptyError()
+            prefer = "faiss" if self.index_backend == "auto" else self.index_backend
+            index = open_index(lib, self.model_name, prefer=prefer)
+            self._cache = (revision, catalogue, index)
+            return catalogue, index
+
+    def _entries(self, ids: Sequence[int], distances: Sequence[float]) -> list[PlaylistEntry]:
+        lib = self._library()
+        entries = []
+        for track_id, dist in zip(ids, distances):
+            rec = lib.track(int(track_id)) or {}
+            entries.append(
+                PlaylistEntry(
+                    id=int(track_id),
+                    path=str(rec.get("path", "")),
+                    artist=str(rec.get("artist") or ""),
+                    title=str(rec.get("title") or ""),
+                    album=str(rec.get("album") or ""),
+                    duration_s=float(rec.get("duration_s") or 0.0),
+                    distance=float(dist),
+                )
+            )
+        return entries
+
+    def _resolve_id(self, spec: Any) -> int:
+        from deejai.engine.resolve import resolve_track
+
+        return int(resolve_track(spec, self._library().records()))
+
+    def _constraints(self, no_repeat_artist: bool, max_duration_s: float | None) -> Any:
+        from deejai.engine.playlist import Constraints
+
+        return Constraints(
+            no_repeat_artist=bool(no_repeat_artist),
+            max_duration_s=None if max_duration_s in (None, 0) else float(max_duration_s),
+        )
+
+    # ------------------------------------------------------------------ events
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback(event, params)`` for every event; returns an unsubscribe function."""
+        with self._sub_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    # ------------------------------------------------------------------ scan
+    def scan(
+        self,
+        paths: Sequence[str] | None = None,
+        workers: int | None = None,
+        retry_errors: bool = False,
+    ) -> dict[str, Any]:
+        """Start a scan of ``paths`` in the background and return ``{"job": id}`` at once.
+
+        Parameters
+        ----------
+        paths : list of str, optional
+            Folders (or files) to scan; default: the settings' ``music_dirs``.
+        workers : int, optional
+            Worker processes; default: the settings' ``workers`` or the number of CPU cores.
+        retry_errors : bool
+            Analyse again files that failed before even when they did not change.
+
+        Raises
+        ------
+        ScanRunningError
+            When this engine is already scanning.
+        ConfigError
+            When no folder is given and none is configured.
+        """
+        roots = [str(Path(p).expanduser()) for p in (paths or self.settings.get("music_dirs") or [])]
+        if not roots:
+            raise ConfigError("no music folder given: run `deejai scan ~/Music`")
+        for root in roots:
+            if not os.path.exists(root):
+                raise ConfigError(f"{root}: no such file or folder")
+        n_workers = workers or int(self.settings.get("workers") or 0) or None
+        with self._jobs_lock:
+            for job in self._jobs.values():
+                if job.state == "running":
+                    raise ScanRunningError(f"a scan is already running (job {job.job})")
+            job = ScanJob(job=uuid.uuid4().hex[:12], roots=roots)
+            self._jobs[job.job] = job
+        job.thread = threading.Thread(
+            target=self._run_scan,
+            args=(job, n_workers, bool(retry_errors)),
+            name=f"deejai-scan-{job.job}",
+            daemon=True,
+        )
+        job.thread.start()
+        return {"job": job.job}
+
+    def _run_scan(self, job: ScanJob, workers: int | None, retry_errors: bool) -> None:
+        from deejai.engine.library import Library
+        from deejai.engine.scan import scan as run_scan
+
+        last = [0.0]
+
+        def on_progress(done: int, total: int, errors: int, rate: float, eta_s: float | None) -> None:
+            job.done, job.total, job.errors, job.rate, job.eta_s = done, total, errors, rate, eta_s
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL_S or done >= total:
+                last[0] = now
+                self._emit(
+                    "scan.progress",
+                    {"job": job.job, "done": done, "total": total, "errors": errors,
+                     "rate": rate, "eta_s": eta_s},
+                )
+
+        library = None
+        try:
+            library = Library(self.paths.library_file)
+            summary = run_scan(
+                library,
+                job.roots,
+                workers=workers,
+                retry_errors=retry_errors,
+                model=self.model_name,
+                on_progress=on_progress,
+                should_stop=job.cancel.is_set,
+            )
+            job.summary = summary.to_dict()
+            job.state = "cancelled" if job.summary.get("cancelled") else "finished"
+        except DeejaiError as exc:
+            job.state, job.error = "failed", str(exc)
+        except Exception as exc:  # keep the daemon alive; the log has the traceback
+            log.exception("scan %s failed", job.job)
+            job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            if library is not None:
+                library.close()
+            job.finished_at = time.time()
+            self._emit(
+                "scan.finished",
+                {"job": job.job, "state": job.state, "summary": job.summary, "error": job.error},
+            )
+
+    def _job(self, job: str | None) -> ScanJob | None:
+        with self._jobs_lock:
+            if job is not None:
+                return self._jobs.get(job)
+            if not self._jobs:
+                return None
+            return max(self._jobs.values(), key=lambda j: j.started_at)
+
+    def scan_status(self, job: str | None = None) -> dict[str, Any]:
+        """State of scan ``job`` (default: the latest); ``{"state": "idle"}`` when none ran."""
+        found = self._job(job)
+        if found is None:
+            if job is not None:
+                raise DeejaiError(f"no scan job {job!r}")
+            return {"job": None, "state": "idle"}
+        return found.to_dict()
+
+    def cancel_scan(self, job: str | None = None) -> dict[str, Any]:
+        """Ask scan ``job`` (default: the running one) to stop; what finished is committed."""
+        found = self._job(job)
+        if found is None or found.state != "running":
+            return {"job": found.job if found else None, "cancelled": False}
+        found.cancel.set()
+        return {"job": found.job, "cancelled": True}
+
+    def wait_scan(self, job: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until scan ``job`` ends (in-process only); returns :meth:`scan_status`."""
+        found = self._job(job)
+        if found is not None and found.thread is not None:
+            found.thread.join(timeout)
+        return self.scan_status(job)
+
+    # ------------------------------------------------------------------ tracks
+    def tracks(
+        self, query: str | None = None, limit: int | None = 50, errors: bool = False
+    ) -> list[dict[str, Any]]:
+        """Tracks whose artist, title, album or path match ``query`` (all when None).
+
+        ``errors=True`` lists the files that failed to scan, with their error text.
+        """
+        status = "error" if errors else "ok"
+        return self._library().tracks(query=query or None, limit=limit, status=status)
+
+    def resolve(self, track: str | int) -> dict[str, Any]:
+        """The track a path, id or query names.
+
+        Raises
+        ------
+        TrackNotFoundError, AmbiguousTrackError
+        """
+        return self.track(track)
+
+    def track(self, track: str | int) -> dict[str, Any]:
+        """The full record of one track (path, tags, duration_s, status...)."""
+        track_id = self._resolve_id(track)
+        rec = self._library().track(track_id)
+        if rec is None:  # pragma: no cover - resolve only returns known ids
+            from deejai.engine.errors import TrackNotFoundError
+
+            raise TrackNotFoundError(f"no track with id {track_id}")
+        return rec
+
+    # ------------------------------------------------------------------ playlists
+    def join(
+        self,
+        waypoints: Sequence[str | int],
+        n: int = 8,
+        noise: float = 0.0,
+        seed: int | None = None,
+        no_repeat_artist: bool = False,
+        max_duration_s: float | None = None,
+        transitions: bool = False,
+    ) -> dict[str, Any]:
+        """Join the dots: a playlist through two or more waypoints.
+
+        Parameters
+        ----------
+        waypoints : list of str or int
+            Track paths, ids or queries, or ``"tag:<label>"`` for the point of the library
+            most associated with one of the model's tags.
+        n : int
+            Tracks between each pair of consecutive waypoints.
+        noise : float
+            0 gives the best path; larger values give a different good path each call.
+        seed : int, optional
+            Makes a noisy path reproducible.
+        no_repeat_artist : bool
+            Never the same artist twice in a row.
+        max_duration_s : float, optional
+            Leave out tracks longer than this many seconds.
+        transitions : bool
+            Compare the end of each track with the start of the next.
+
+        Returns
+        -------
+        dict
+            :meth:`deejai.engine.catalogue.Playlist.to_dict`.
+        """
+        from deejai.engine import playlist as pl
+
+        if len(waypoints) < 2:
+            raise PlaylistError("join needs at least two waypoints (--from and --to)")
+        if int(n) < 0:
+            raise PlaylistError("n must be 0 or more")
+        catalogue, index = self._catalogue_and_index()
+        points: list[Any] = []
+        for spec in waypoints:
+            if isinstance(spec, str) and spec.startswith("tag:"):
+                points.append(pl.tag_point(catalogue, spec[4:]))
+            else:
+                points.append(self._resolve_id(spec))
+        ids = pl.join(
+            catalogue,
+            index,
+            points,
+            int(n),
+            noise=float(noise),
+            seed=seed,
+            constraints=self._constraints(no_repeat_artist, max_duration_s),
+            transitions=bool(transitions),
+        )
+        dists = pl.step_distances(catalogue, ids, transitions=bool(transitions))
+        params = {"waypoints": list(waypoints), "n": int(n), "noise": float(noise), "seed": seed,
+                  "no_repeat_artist": bool(no_repeat_artist), "max_duration_s": max_duration_s,
+                  "transitions": bool(transitions)}
+        return Playlist(self._entries(ids, dists), kind="join", params=params).to_dict()
+
+    def radio(
+        self,
+        seeds: Sequence[str | int],
+        n: int = 20,
+        lookback: int = 3,
+        noise: float = 0.0,
+        seed: int | None = None,
+        no_repeat_artist: bool = False,
+        max_duration_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Radio: keep going from one or more seed tracks (Deej-A.I.'s "make playlist").
+
+        Parameters
+        ----------
+        seeds : list of str or int
+            Track paths, ids or queries; they open the playlist.
+        n : int
+            Length of the playlist, seeds included.
+        lookback : int
+            How many of the last tracks the next one should sound like.
+        noise, seed, no_repeat_artist, max_duration_s
+            As for :meth:`join`.
+        """
+        from deejai.engine import playlist as pl
+
+        if not seeds:
+            raise PlaylistError("radio needs at least one seed track")
+        catalogue, index = self._catalogue_and_index()
+        seed_ids = [self._resolve_id(s) for s in seeds]
+        ids = pl.radio(
+            catalogue,
+            index,
+            seed_ids,
+            int(n),
+            lookback=int(lookback),
+            noise=float(noise),
+            seed=seed,
+            constraints=self._constraints(no_repeat_artist, max_duration_s),
+        )
+        dists = pl.step_distances(catalogue, ids)
+        params = {"seeds": list(seeds), "n": int(n), "lookback": int(lookback),
+                  "noise": float(noise), "seed": seed, "no_repeat_artist": bool(no_repeat_artist),
+                  "max_duration_s": max_duration_s}
+        return Playlist(self._entries(ids, dists), kind="radio", params=params).to_dict()
+
+    def export(
+        self, playlist: dict[str, Any], format: str | None = None, path: str | None = None
+    ) -> dict[str, Any]:
+        """Render a playlist with an exporter plugin, to a file or as text.
+
+        Parameters
+        ----------
+        playlist : dict
+            A playlist as :meth:`join` or :meth:`radio` return it.
+        format : str, optional
+            Exporter name (``m3u8``, ``xspf``, ``json``, or a plugin's); default: from the
+            extension of ``path``, else ``m3u8``.
+        path : str, optional
+            Write the file there atomically; when None the content is returned.
+
+        Returns
+        -------
+        dict
+            ``{"format", "path"}`` when written, ``{"format", "content"}`` otherwise.
+        """
+        from deejai.plugins import manager
+
+        pl = Playlist.from_dict(playlist)
+        if path is not None:
+            written = manager.write_playlist(pl, path, format=format)
+            return {"format": format or Path(path).suffix.lstrip(".").lower(), "path": str(written)}
+        name = format or "m3u8"
+        exporter = manager.exporters().get(name)
+        if exporter is None:
+            raise ConfigError(
+                f"unknown playlist format {name!r}; known: {', '.join(sorted(manager.exporters()))}"
+            )
+        content = exporter.render(pl, None)
+        return {"format": name, "content": content.decode("utf-8")}
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        """Library statistics, index state, the model and the current scan."""
+        lib = self._library()
+        stats = dict(lib.stats())
+        with self._cache_lock:
+            cached = self._cache
+        if cached is not None:
+            idx = cached[2]
+            stats["index"] = {
+                "kind": getattr(idx, "kind", type(idx).__name__),
+                "ntotal": int(getattr(idx, "ntotal", 0)),
+                "revision": cached[0],
+                "fresh": cached[0] == lib.revision,
+            }
+        else:
+            stats["index"] = {"kind": None, "ntotal": 0, "revision": None, "fresh": False}
+        stats["model"] = stats.get("model") or self.model_name
+        stats["library_file"] = str(self.paths.library_file)
+        stats["scan"] = self.scan_status()
+        return stats
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Cancel a running scan (its finished work is committed) and close the library."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._jobs_lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            if job.state == "running":
+                job.cancel.set()
+        for job in jobs:
+            if job.thread is not None:
+                job.thread.join()
+        with self._lib_lock:
+            libraries, self._libraries = self._libraries, []
+        for lib in libraries:
+            try:
+                lib.close()
+            except Exception:  # pragma: no cover - closing from another thread
+                log.debug("closing a library connection failed", exc_info=True)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

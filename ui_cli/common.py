@@ -1,0 +1,74 @@
+"""What the ``deejai`` subcommands share: the engine to talk to, consoles, JSON output."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["get_engine", "uses_daemon", "console", "err_console", "echo_json", "format_duration"]
+
+
+def get_engine(ctx: click.Context, *, prefer_daemon: bool = True) -> Any:
+    """The Engine facade for this command: the daemon when it answers, else in process.
+
+    The daemon is used unless ``--no-daemon`` (or ``DEEJAI_NO_DAEMON=1``) is given or
+    ``prefer_daemon`` is False. Both objects have the same methods, parameters and results.
+    The engine is closed when the command ends.
+    """
+    root = ctx.find_root()
+    obj = root.obj if isinstance(root.obj, dict) else {}
+    if "engine" in obj:
+        return obj["engine"]
+    engine: Any = None
+    if prefer_daemon and not obj.get("no_daemon"):
+        try:
+            from deejai.engine.rpc import Client
+        except ImportError:  # pragma: no cover - rpc is part of the package
+            Client = None  # type: ignore[assignment]
+        if Client is not None:
+            engine = Client.connect_or_none()
+    if engine is None:
+        from deejai.engine.service import Engine
+
+        engine = Engine()
+    obj["engine"] = engine
+    root.obj = obj
+    root.call_on_close(engine.close)
+    return engine
+
+
+def uses_daemon(engine: Any) -> bool:
+    """True when ``engine`` is a client of a running daemon."""
+    return type(engine).__name__ == "Client"
+
+
+def console() -> Any:
+    """A rich console on stdout."""
+    from rich.console import Console
+
+    return Console()
+
+
+def err_console() -> Any:
+    """A rich console on stderr (progress bars, warnings)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def echo_json(data: Any) -> None:
+    """Print ``data`` as one JSON document on stdout."""
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    sys.stdout.flush()
+
+
+def format_duration(seconds: float | None) -> str:
+    """``m:ss`` (or ``h:mm:ss``) for a number of seconds; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    s = int(round(float(seconds)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
