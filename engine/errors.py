@@ -8,6 +8,7 @@ the process ``exit_code`` the CLI uses::
     ├── ConfigError                  bad settings file or option  exit 1
     ├── ModelError                   model folder missing, card invalid, file mismatch
     │   └── BackendUnavailableError  no TFLite runtime can be imported
+    ├── WorkerDiedError              a pool worker died while running a task
     ├── AudioError                   a file cannot be decoded (carries ``path``)
     │   ├── UnsupportedFormatError   no decoder reads this file
     │   └── EmptyAudioError          the file decodes to no samples
@@ -19,7 +20,9 @@ the process ``exit_code`` the CLI uses::
     ├── PlaylistError                a playlist cannot satisfy its constraints
     ├── DaemonError                  the daemon cannot be reached or refused a call
     │   └── UnauthorisedError        a TCP connection without the right token
-    └── PluginError                  a plugin failed to load or misbehaved
+    ├── PluginError                  a plugin failed to load or misbehaved
+    ├── SinkError                    a playlist sink (MPD) cannot be reached or refused it
+    └── TrayUnavailableError         no system tray here (no display, backend or tray host)
 
 Application error codes for JSON-RPC live in the range -32000..-32099 reserved by the JSON-RPC
 2.0 specification for implementation-defined server errors; ``docs/protocol.md`` lists them.
@@ -33,6 +36,7 @@ __all__ = [
     "ConfigError",
     "ModelError",
     "BackendUnavailableError",
+    "WorkerDiedError",
     "AudioError",
     "UnsupportedFormatError",
     "EmptyAudioError",
@@ -45,6 +49,8 @@ __all__ = [
     "DaemonError",
     "UnauthorisedError",
     "PluginError",
+    "SinkError",
+    "TrayUnavailableError",
     "error_from_code",
 ]
 
@@ -80,6 +86,15 @@ class BackendUnavailableError(ModelError):
     code = -32011
 
 
+class WorkerDiedError(DeejaiError):
+    """A worker process died (crash, signal, ``os._exit``) while it ran a task.
+
+    Only the task that worker was running fails with this error; the pool replaces the worker.
+    """
+
+    code = -32080
+
+
 class AudioError(DeejaiError):
     """A file could not be decoded; ``str()`` names the file and the reason."""
 
@@ -89,6 +104,10 @@ class AudioError(DeejaiError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # pickled across the scan's worker processes: rebuild from (path, reason)
+        return (type(self), (self.path, self.reason))
 
     def data(self) -> dict[str, Any]:
         return {"path": self.path, "reason": self.reason}
@@ -147,6 +166,9 @@ class AmbiguousTrackError(DeejaiError):
             "be more specific or use the track id"
         )
 
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.query, self.candidates))
+
     def data(self) -> dict[str, Any]:
         return {"query": self.query, "candidates": self.candidates}
 
@@ -165,6 +187,18 @@ class UnauthorisedError(DaemonError):
 
 class PluginError(DeejaiError):
     code = -32070
+
+
+class SinkError(DeejaiError):
+    """A playlist sink (such as MPD) cannot be reached, or refused the playlist."""
+
+    code = -32075
+
+
+class TrayUnavailableError(DeejaiError):
+    """No system tray can be shown here: no display, no pystray backend, or no tray to dock in."""
+
+    code = -32090
 
 
 def _all_subclasses(cls: type) -> list[type]:

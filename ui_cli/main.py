@@ -87,12 +87,38 @@ def cli(ctx: click.Context, debug: bool, no_daemon: bool) -> None:
     ctx.obj["no_daemon"] = no_daemon
 
 
+def _setup_logging(debug: bool) -> None:
+    """Log warnings (e.g. a disabled plugin) as one line each on stderr; debug logs with --debug."""
+    import logging
+    import warnings
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("deejai: %(levelname)s: %(message)s"))
+    root = logging.getLogger("deejai")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    root.propagate = False
+    from deejai.plugins.manager import PluginWarning
+
+    # the plugin manager both logs and warns; on the command line the log line is enough
+    warnings.filterwarnings("ignore", category=PluginWarning)
+
+
+def _install_plugin_commands() -> None:
+    """Add the commands plugins register through the ``register_commands`` hook."""
+    from deejai.plugins.manager import install_commands
+
+    install_commands(cli)
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``deejai`` console script."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get(
         "DEEJAI_DEBUG", ""
     ) not in ("", "0")
     try:
+        _setup_logging(debug)
+        _install_plugin_commands()
         return cli.main(args=argv, prog_name="deejai", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("deejai: interrupted", err=True)
@@ -113,4 +139,4 @@ def main(argv: list[str] | None = None) -> Any:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    sys.exit(main())

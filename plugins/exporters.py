@@ -1,0 +1,302 @@
+"""Built-in plugin: playlist files in the m3u8, XSPF and JSON formats.
+
+Formats
+-------
+m3u8
+    Extended M3U in UTF-8 (the de-facto format described in RFC 8216 section 4 for HLS, and
+    by Winamp for local playlists): ``#EXTM3U``, then per track ``#EXTINF:<seconds>,<artist -
+    title>`` and the file's path. Paths are relative to the playlist's folder when the track
+    sits under it (so a playlist saved inside the music folder survives moving the whole
+    folder), else absolute. Unknown durations are written as ``-1``.
+xspf
+    XML Shareable Playlist Format version 1 (https://xspf.org/spec): ``location`` is a
+    ``file://`` URI (percent-encoded UTF-8, :meth:`pathlib.Path.as_uri`), ``duration`` in
+    milliseconds, ``title``, ``creator`` (the artist) and ``album``.
+json
+    The playlist's own dict (:meth:`deejai.engine.catalogue.Playlist.to_dict`), UTF-8, indented.
+
+:func:`write_playlist` renders with any registered exporter (these or a plugin's) and writes
+the file atomically; :func:`render_playlist` returns the bytes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+from xml.etree import ElementTree as ET
+
+from deejai.engine.errors import DeejaiError, PluginError
+from deejai.plugins.hookspecs import Exporter, hookimpl
+
+if TYPE_CHECKING:  # pragma: no cover - the catalogue imports NumPy; the CLI starts without it
+    from deejai.engine.catalogue import Playlist
+
+__all__ = [
+    "XSPF_NAMESPACE",
+    "render_m3u8",
+    "render_xspf",
+    "render_json",
+    "M3U8",
+    "XSPF",
+    "JSON",
+    "render_playlist",
+    "write_playlist",
+    "register_exporters",
+    "register_rpc_methods",
+]
+
+#: XML namespace of XSPF version 1 (https://xspf.org/spec).
+XSPF_NAMESPACE = "http://xspf.org/ns/0/"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(os.fspath(path)))
+
+
+def _m3u_location(path: str, base_dir: Path | None) -> str:
+    target = _absolute(path)
+    if base_dir is not None:
+        base = _absolute(base_dir)
+        if target.is_relative_to(base):
+            return str(target.relative_to(base))
+    return str(target)
+
+
+def render_m3u8(playlist: Playlist, base_dir: str | os.PathLike[str] | None = None) -> bytes:
+    """Render an extended M3U playlist, UTF-8 encoded.
+
+    Parameters
+    ----------
+    playlist : Playlist
+    base_dir : path-like or None
+        Folder of the playlist file; tracks under it are written relative to it. ``None``:
+        every path absolute.
+
+    Returns
+    -------
+    bytes
+        ``#EXTM3U`` then two lines per track (``#EXTINF:<seconds>,<label>`` with the duration
+        rounded to whole seconds, ``-1`` when unknown; then the path), ``\\n`` line endings.
+    """
+    base = Path(base_dir) if base_dir is not None else None
+    lines = ["#EXTM3U"]
+    for entry in playlist.entries:
+        seconds = int(round(entry.duration_s)) if entry.duration_s and entry.duration_s > 0 else -1
+        lines.append(f"#EXTINF:{seconds},{_one_line(entry.label)}")
+        lines.append(_m3u_location(entry.path, base))
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def render_xspf(playlist: Playlist, base_dir: str | os.PathLike[str] | None = None) -> bytes:
+    """Render an XSPF version 1 playlist (UTF-8 XML).
+
+    Parameters
+    ----------
+    playlist : Playlist
+    base_dir : path-like or None
+        Unused: locations are absolute ``file://`` URIs, which every XSPF reader resolves.
+
+    Returns
+    -------
+    bytes
+        ``<playlist version="1" xmlns="http://xspf.org/ns/0/">`` with a ``title``, an
+        ``annotation`` holding the playlist's kind and parameters as JSON, and one ``track``
+        per entry (``location``, ``title``, ``creator``, ``album``, ``duration`` in ms, in the
+        element order the specification gives; empty fields are left out).
+    """
+    del base_dir
+
+    def sub(parent: ET.Element, tag: str, text: str) -> None:
+        ET.SubElement(parent, tag).text = text
+
+    # Unqualified tags under an explicit default namespace declaration: ElementTree's
+    # ``default_namespace`` option refuses the unqualified ``version`` attribute.
+    root = ET.Element("playlist", {"version": "1", "xmlns": XSPF_NAMESPACE})
+    sub(root, "title", f"deejai {playlist.kind}")
+    sub(root, "creator", "deejai")
+    sub(root, "annotation", json.dumps(
+        {"kind": playlist.kind, "params": playlist.params}, ensure_ascii=False,
+        default=_json_default,
+    ))
+    track_list = ET.SubElement(root, "trackList")
+    for entry in playlist.entries:
+        track = ET.SubElement(track_list, "track")
+        sub(track, "location", _absolute(entry.path).as_uri())
+        for tag, value in (("title", entry.title), ("creator", entry.artist),
+                           ("album", entry.album)):
+            if value:
+                sub(track, tag, _one_line(value))
+        if entry.duration_s and entry.duration_s > 0:
+            sub(track, "duration", str(int(round(entry.duration_s * 1000))))
+    ET.indent(root)
+    return ET.tostring(root, encoding="UTF-8", xml_declaration=True) + b"\n"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    if hasattr(value, "tolist"):  # NumPy arrays
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def render_json(playlist: Playlist, base_dir: str | os.PathLike[str] | None = None) -> bytes:
+    """Render the playlist's dict (:meth:`Playlist.to_dict`) as indented UTF-8 JSON."""
+    del base_dir
+    text = json.dumps(playlist.to_dict(), ensure_ascii=False, indent=2, default=_json_default)
+    return (text + "\n").encode("utf-8")
+
+
+M3U8 = Exporter("m3u8", "m3u8", "audio/x-mpegurl", render_m3u8)
+XSPF = Exporter("xspf", "xspf", "application/xspf+xml", render_xspf)
+JSON = Exporter("json", "json", "application/json", render_json)
+
+
+def _as_playlist(playlist: Playlist | Mapping[str, Any]) -> Playlist:
+    from deejai.engine.catalogue import Playlist
+
+    if isinstance(playlist, Playlist):
+        return playlist
+    if isinstance(playlist, Mapping):
+        try:
+            return Playlist.from_dict(dict(playlist))
+        except TypeError as exc:
+            raise DeejaiError(f"not a playlist: {exc}") from None
+    raise DeejaiError(f"not a playlist: {type(playlist).__name__}")
+
+
+def render_playlist(
+    playlist: Playlist | Mapping[str, Any],
+    format: str,
+    base_dir: str | os.PathLike[str] | None = None,
+) -> bytes:
+    """Render ``playlist`` with the exporter called ``format`` (a built-in or a plugin's).
+
+    Parameters
+    ----------
+    playlist : Playlist or dict
+        A :class:`Playlist` or its :meth:`~Playlist.to_dict` form.
+    format : str
+        Exporter name (``"m3u8"``, ``"xspf"``, ``"json"``, or one a plugin registered).
+    base_dir : path-like or None
+        Folder the output will live in (for relative paths).
+
+    Returns
+    -------
+    bytes
+
+    Raises
+    ------
+    ConfigError
+        Unknown format.
+    PluginError
+        A plugin's exporter raised or returned something other than bytes.
+    """
+    from deejai.plugins.manager import get_exporter
+
+    return _render(get_exporter(format), _as_playlist(playlist), base_dir)
+
+
+def _render(exporter: Exporter, playlist: Playlist, base_dir: Any) -> bytes:
+    try:
+        data = exporter.render(playlist, Path(base_dir) if base_dir is not None else None)
+    except DeejaiError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"the {exporter.name!r} exporter failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise PluginError(
+            f"the {exporter.name!r} exporter returned {type(data).__name__}, expected bytes"
+        )
+    return data
+
+
+def write_playlist(
+    playlist: Playlist | Mapping[str, Any],
+    path: str | os.PathLike[str],
+    format: str | None = None,
+) -> Path:
+    """Write a playlist file atomically.
+
+    The bytes go to a temporary file in the same folder, which is flushed, synced and then
+    renamed over ``path`` (:func:`os.replace`), so a reader never sees half a playlist and an
+    existing file is kept when rendering fails.
+
+    Parameters
+    ----------
+    playlist : Playlist or dict
+        A :class:`Playlist` or its :meth:`~Playlist.to_dict` form.
+    path : path-like
+        Where to write; ``~`` is expanded.
+    format : str, optional
+        Exporter name; by default chosen from ``path``'s extension (:func:`exporter_for_path`).
+
+    Returns
+    -------
+    Path
+        The absolute path written.
+
+    Raises
+    ------
+    ConfigError
+        Unknown format, or an extension no exporter writes.
+    PluginError
+        A plugin's exporter failed.
+    DeejaiError
+        The file cannot be written (missing folder, permissions); the message names it.
+    """
+    from deejai.plugins.manager import exporter_for_path, get_exporter
+
+    target = _absolute(Path(path).expanduser())
+    exporter = get_exporter(format) if format else exporter_for_path(target)
+    data = _render(exporter, _as_playlist(playlist), target.parent)
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        # 0o666 minus the umask, like any new file (tempfile would make it 0600).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise DeejaiError(f"{target}: cannot write the playlist ({exc.strerror or exc})") from None
+    return target
+
+
+@hookimpl
+def register_exporters() -> list[Exporter]:
+    """The m3u8, xspf and json exporters."""
+    return [M3U8, XSPF, JSON]
+
+
+def _rpc_formats(engine: Any) -> list[dict[str, str]]:
+    from deejai.plugins.manager import exporters
+
+    del engine
+    return [
+        {"name": e.name, "extension": e.extension, "media_type": e.media_type}
+        for e in exporters().values()
+    ]
+
+
+@hookimpl
+def register_rpc_methods() -> dict[str, Any]:
+    """``playlist.formats``: the exporters the daemon can write, for front ends' save dialogs."""
+    return {"playlist.formats": _rpc_formats}
