@@ -129,8 +129,28 @@ class Playlist:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Playlist":
+        """Rebuild a playlist from :meth:`to_dict`'s output.
+
+        Raises
+        ------
+        TypeError, ValueError
+            When ``data`` is not shaped like a playlist (missing ``id``/``path``, wrong types).
+        """
+        if not isinstance(data, dict) or not isinstance(data.get("entries", []), list):
+            raise TypeError("a playlist is an object with a list of entries")
+
+        def entry(e: Any) -> PlaylistEntry:
+            if not isinstance(e, dict):
+                raise TypeError("each entry is an object with at least id and path")
+            out = PlaylistEntry(**e)
+            out.id, out.path = int(out.id), str(out.path)
+            out.duration_s, out.distance = float(out.duration_s), float(out.distance)
+            for key in ("artist", "title", "album"):
+                setattr(out, key, str(getattr(out, key) or ""))
+            return out
+
         return cls(
-            entries=[PlaylistEntry(**e) for e in data.get("entries", [])],
+            entries=[entry(e) for e in data.get("entries", [])],
             kind=data.get("kind", "join"),
             params=dict(data.get("params", {})),
         )

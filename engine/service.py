@@ -130,6 +130,7 @@ class Engine:
         self._lib_lock = threading.Lock()
         self._cache_lock = threading.Lock()
         self._cache: tuple[int, Any, Any] | None = None  # (revision, catalogue, index)
+        self._records_cache: tuple[int, list[dict[str, Any]]] | None = None
         self._jobs: dict[str, ScanJob] = {}
         self._jobs_lock = threading.Lock()
         self._subscribers: list[EventCallback] = []
@@ -193,13 +194,35 @@ class Engine:
             )
         return entries
 
+    def _records(self) -> list[dict[str, Any]]:
+        """id, path, artist, title, album of every track, cached per library revision."""
+        lib = self._library()
+        revision = lib.revision
+        cached = self._records_cache
+        if cached is not None and cached[0] == revision:
+            return cached[1]
+        records = lib.records()
+        self._records_cache = (revision, records)
+        return records
+
     def _resolve_id(self, spec: Any) -> int:
         from deejai.engine.resolve import resolve_track
 
-        return int(resolve_track(spec, self._library().records()))
+        return int(resolve_track(spec, self._records()))
+
+    @staticmethod
+    def _check_seed(seed: Any) -> int | None:
+        if seed is None:
+            return None
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise PlaylistError(f"seed must be a whole number from 0 to 2**63-1, not {seed!r}")
+        return seed
 
     def _constraints(self, no_repeat_artist: bool, max_duration_s: float | None) -> Any:
         from deejai.engine.playlist import Constraints
+
+        if max_duration_s is not None and float(max_duration_s) < 0:
+            raise PlaylistError("max_duration_s must be positive")
 
         return Constraints(
             no_repeat_artist=bool(no_repeat_artist),
@@ -415,6 +438,7 @@ class Engine:
             raise PlaylistError("join needs at least two waypoints (--from and --to)")
         if int(n) < 0:
             raise PlaylistError("n must be 0 or more")
+        seed = self._check_seed(seed)
         catalogue, index = self._catalogue_and_index()
         points: list[Any] = []
         for spec in waypoints:
@@ -465,6 +489,9 @@ class Engine:
 
         if not seeds:
             raise PlaylistError("radio needs at least one seed track")
+        if int(n) < 1:
+            raise PlaylistError("n must be 1 or more")
+        seed = self._check_seed(seed)
         catalogue, index = self._catalogue_and_index()
         seed_ids = [self._resolve_id(s) for s in seeds]
         ids = pl.radio(
@@ -505,7 +532,12 @@ class Engine:
         """
         from deejai.plugins import manager
 
-        pl = Playlist.from_dict(playlist)
+        try:
+            pl = Playlist.from_dict(playlist)
+        except (TypeError, AttributeError, ValueError) as exc:
+            raise PlaylistError(
+                f"not a playlist: {exc}; pass a playlist as join or radio return it"
+            ) from None
         if path is not None:
             written = manager.write_playlist(pl, path, format=format)
             return {"format": format or Path(path).suffix.lstrip(".").lower(), "path": str(written)}
