@@ -1,0 +1,620 @@
+"""The Kivy app in a real window (Xvfb + Mesa), driven through Kivy's own widget API.
+
+Each flow runs the app in a subprocess (a Kivy app cannot run twice in one process): this file
+is also the driver script (``python tests/test_kivy_app.py --scenario ...``). The driver types
+into TextInputs, presses buttons (``dispatch("on_press")`` / ``trigger_action``), moves
+sliders, waits for the engine's answers on the UI thread, saves a PNG of each screen and writes
+what the screens showed to a JSON file. The tests then check that against the engine itself:
+the playlist shown must be exactly what ``Engine.join`` / ``Engine.radio`` return for the same
+parameters and seed.
+
+Flows: through a daemon the app starts itself; ``--embedded``; and a daemon killed mid-use
+(the app shows the error, then recovers when a daemon answers again).
+
+Screenshots go to a temporary folder; set ``DEEJAI_KIVY_SCREENSHOTS=docs/img`` to refresh the
+ones in the documentation. Needs Kivy (``pip install -e ".[kivy]"``) and the ``Xvfb`` binary
+(Debian: ``xvfb xauth libgl1-mesa-dri libegl1 libgles2``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIVER_TIMEOUT_S = 240
+WINDOW = "480x800"
+SCREENS = ("library", "library-scanning", "join", "radio", "playlist")
+
+# --------------------------------------------------------------------------- the driver
+# Runs inside the app's process; uses nothing from pytest.
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout: float = 120.0) -> tuple:
+    return ("wait", pred, what, timeout)
+
+
+def _run_steps(app: Any, steps: Iterator[Any], out: dict, out_path: Path) -> None:
+    """Advance the ``steps`` generator from Kivy's clock until it ends, then stop the app."""
+    from kivy.clock import Clock
+
+    state: dict[str, Any] = {"wait": None, "sleep_until": 0.0}
+
+    def finish(error: str | None) -> None:
+        out["error"] = error
+        out_path.write_text(json.dumps(out, indent=2, default=str))
+        event.cancel()
+        app.stop()
+
+    def tick(_dt: float) -> None:
+        try:
+            now = time.monotonic()
+            if now < state["sleep_until"]:
+                return
+            if state["wait"] is not None:
+                pred, what, deadline = state["wait"]
+                if not pred():
+                    if now > deadline:
+                        raise TimeoutError(f"timed out waiting for {what}; message: {app.message!r}")
+                    return
+                state["wait"] = None
+            step = next(steps)
+            if isinstance(step, (int, float)):
+                state["sleep_until"] = now + float(step)
+            elif isinstance(step, tuple) and step[0] == "wait":
+                _, pred, what, timeout = step
+                state["wait"] = (pred, what, now + timeout)
+        except StopIteration:
+            finish(None)
+        except Exception:
+            finish(traceback.format_exc())
+
+    event = Clock.schedule_interval(tick, 0.05)
+
+
+def _press(button: Any) -> None:
+    button.dispatch("on_press")
+
+
+def _shot(app: Any, shots: Path, name: str, out: dict) -> None:
+    path = shots / f"{name}.png"
+    app.root.export_to_png(str(path))
+    out.setdefault("screenshots", []).append(str(path))
+
+
+def _pick(picker: Any, query: str, title: str) -> Iterator[Any]:
+    """Type ``query`` into a TrackPicker, wait for suggestions, pick the one titled ``title``."""
+    picker.ids.field.text = query
+    yield _wait(lambda: any(s.get("title") == title for s in picker.suggestions),
+                f"a suggestion titled {title!r} for {query!r}", 60)
+    buttons = [b for b in picker.ids.suggestions.children if b.track.get("title") == title]
+    buttons[0].trigger_action(0)
+    yield _wait(lambda: picker.picked is not None, f"{title!r} picked", 10)
+
+
+def _pick_with_enter(picker: Any, query: str, out: dict, key: str) -> Iterator[Any]:
+    """Type ``query``, wait for suggestions, press Enter: the first suggestion is picked."""
+    picker.ids.field.text = query
+    yield _wait(lambda: len(picker.suggestions) > 0, f"suggestions for {query!r}", 60)
+    first = picker.suggestions[0]
+    picker.ids.field.dispatch("on_text_validate")
+    yield _wait(lambda: picker.picked is not None, f"Enter to pick for {query!r}", 10)
+    out[key] = {"first": first.get("title"), "picked": picker.picked.get("title")}
+
+
+def _set_slider(value_slider: Any, value: float) -> None:
+    value_slider.ids.slider.value = value  # the Slider widget itself, as a finger would move it
+
+
+def _playlist_after(app: Any, before: Any) -> Callable[[], bool]:
+    screen = app.root.ids.playlist
+    return lambda: screen.playlist and screen.playlist is not before and screen.shown_ids()
+
+
+def _record_playlist(app: Any) -> dict:
+    screen = app.root.ids.playlist
+    return {
+        "kind": screen.playlist.get("kind"),
+        "params": screen.playlist.get("params"),
+        "shown_ids": screen.shown_ids(),
+        "rows": [dict(r) for r in screen.ids.rows.data],
+        "title": screen.title,
+    }
+
+
+def _scan_steps(app: Any, lib: str, shots: Path, out: dict) -> Iterator[Any]:
+    library = app.root.ids.library
+    yield _wait(lambda: app.connected, "the engine to be reachable", 90)
+    library.ids.folders.text = lib
+    seen: list[tuple[float, float, str]] = []
+    library.bind(progress_text=lambda w, text: seen.append((w.progress_value, w.progress_max, text)))
+    _press(library.ids.scan_button)
+    yield _wait(lambda: library.scanning, "the scan to start", 10)
+    yield _wait(lambda: 0 < library.progress_value < library.progress_max or not library.scanning,
+                "a progress event", 120)
+    if library.scanning:
+        _shot(app, shots, "library-scanning", out)
+    yield _wait(lambda: not library.scanning and library.last_summary, "scan.finished", 180)
+    yield _wait(lambda: library.tracks not in ("-", "0"), "the track count", 30)
+    yield 0.3
+    out["scan"] = {"summary": dict(library.last_summary), "progress": seen,
+                   "tracks": library.tracks, "hours": library.hours, "errors": library.errors}
+    _shot(app, shots, "library", out)
+
+
+def _join_steps(app: Any, shots: Path, out: dict) -> Iterator[Any]:
+    app.go("join")
+    screen = app.root.ids.join
+    yield 0.6
+    yield from _pick(screen.ids.from_track, "chord 0", "Chord 0")
+    yield from _pick_with_enter(screen.ids.via_track, "beat", out, "via")
+    _set_slider(screen.ids.n_slider, 3)
+    _set_slider(screen.ids.noise_slider, 0.3)
+    screen.ids.to_track.ids.field.text = "noise"
+    yield _wait(lambda: len(screen.ids.to_track.suggestions) >= 2, "suggestions for 'noise'", 60)
+    yield 0.2
+    _shot(app, shots, "join", out)
+    yield from _pick(screen.ids.to_track, "noise", "Noise 6")
+    before = app.root.ids.playlist.playlist
+    _press(screen.ids.make_button)
+    yield _wait(_playlist_after(app, before), "the join playlist", 120)
+    yield 0.6
+    out["join"] = _record_playlist(app)
+    _shot(app, shots, "playlist", out)
+
+    # an ambiguous query is a message, not a crash
+    app.go("join")
+    yield 0.5
+    app.show_message("")
+    screen.ids.from_track.ids.field.text = "Artist 1"
+    _press(screen.ids.make_button)
+    yield _wait(lambda: "matches" in app.message, "the ambiguous-track message", 60)
+    out["ambiguous_message"] = app.message
+    screen.ids.from_track.clear()
+    yield 0.3
+
+
+def _radio_steps(app: Any, shots: Path, out: dict) -> Iterator[Any]:
+    app.go("radio")
+    app.show_message("")
+    screen = app.root.ids.radio
+    yield 0.6
+    yield from _pick(screen.ids.seed_track, "bass", "Bass 4")
+    _set_slider(screen.ids.n_slider, 6)
+    _set_slider(screen.ids.lookback_slider, 2)
+    _set_slider(screen.ids.noise_slider, 0.2)
+    yield 0.2
+    _shot(app, shots, "radio", out)
+    before = app.root.ids.playlist.playlist
+    _press(screen.ids.make_button)
+    yield _wait(_playlist_after(app, before), "the radio playlist", 120)
+    yield 0.6
+    out["radio"] = _record_playlist(app)
+
+
+def _export_and_play_steps(app: Any, out_dir: Path, out: dict) -> Iterator[Any]:
+    screen = app.root.ids.playlist
+    target = out_dir / "saved" / "radio.m3u8"
+    screen.ids.export_path.text = str(target)
+    _press(screen.ids.save_button)
+    yield _wait(lambda: screen.saved_path, "the M3U8 file", 30)
+    out["saved_path"] = screen.saved_path
+    _press(screen.ids.play_button)
+    yield 0.5
+    out["now_playing"] = screen.now_playing
+    out["playing_index"] = screen.playing_index
+    _press(screen.ids.skip_button)
+    yield 0.3
+    out["after_skip_index"] = screen.playing_index
+    _press(screen.ids.stop_button)
+    yield 0.2
+
+
+def _empty_library_steps(app: Any, out: dict) -> Iterator[Any]:
+    """Make a radio before anything is scanned: a message, not a crash."""
+    yield _wait(lambda: app.connected, "the engine to be reachable", 90)
+    app.go("radio")
+    screen = app.root.ids.radio
+    yield 0.5
+    screen.ids.seed_track.ids.field.text = "anything"
+    _press(screen.ids.make_button)
+    yield _wait(lambda: "empty" in app.message and not screen.busy, "the empty-library message", 60)
+    out["empty_message"] = app.message
+    screen.ids.seed_track.clear()
+    app.show_message("")
+    app.go("library")
+    yield 0.5
+
+
+def _full_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
+    shots, out_dir = Path(opts.shots), Path(opts.out).parent
+    yield from _empty_library_steps(app, out)
+    yield from _scan_steps(app, opts.lib, shots, out)
+    yield from _join_steps(app, shots, out)
+    yield from _radio_steps(app, shots, out)
+    yield from _export_and_play_steps(app, out_dir, out)
+    # Escape (Android's back button) returns to the Library screen instead of quitting
+    from kivy.core.window import Window
+
+    app.go("playlist")
+    yield 0.3
+    Window.dispatch("on_keyboard", 27, 0, None, [])
+    yield 0.3
+    out["after_escape"] = app.root.ids.screens.current
+    proc = app.backend.daemon_process
+    out["mode"] = app.backend.mode
+    out["started_daemon_pid"] = proc.pid if proc is not None else None
+
+
+def _daemon_answers(sock: str) -> bool:
+    from deejai.engine.rpc import Client
+
+    client = Client.connect_or_none(sock, timeout=1.0)
+    if client is None:
+        return False
+    client.close()
+    return True
+
+
+def _kill_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
+    shots = Path(opts.shots)
+    screen = app.root.ids.radio
+    yield _wait(lambda: app.connected, "the daemon connection", 60)
+    app.go("radio")
+    yield 0.6
+    yield from _pick(screen.ids.seed_track, "chord", "Chord 5")
+    _set_slider(screen.ids.n_slider, 5)
+    before = app.root.ids.playlist.playlist
+    _press(screen.ids.make_button)
+    yield _wait(_playlist_after(app, before), "a playlist before the kill", 60)
+    out["before_kill"] = _record_playlist(app)
+
+    os.kill(opts.daemon_pid, signal.SIGKILL)
+    out["killed_pid"] = opts.daemon_pid
+    app.go("radio")
+    yield 0.6
+    app.show_message("")
+    _press(screen.ids.make_button)
+    yield _wait(lambda: app.message and not screen.busy, "the error message", 60)
+    out["error_message"] = app.message
+    out["error_is_red"] = app.root.ids.message_bar.error
+    out["connected_after_kill"] = app.connected
+    yield _wait(lambda: not app.connected, "the lost-daemon state", 10)
+    out["connection_after_kill"] = app.connection
+    _shot(app, shots, "daemon-lost", out)
+
+    log = open(Path(opts.out).parent / "daemon2.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "deejai.ui_cli.main", "serve",
+                             "--socket", opts.socket], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    out["restarted_pid"] = proc.pid
+    yield _wait(lambda: _daemon_answers(opts.socket), "the restarted daemon", 60)
+    before = app.root.ids.playlist.playlist
+    app.go("radio")
+    yield 0.6
+    _press(screen.ids.make_button)
+    yield _wait(_playlist_after(app, before), "a playlist after the daemon came back", 60)
+    out["after_restart"] = _record_playlist(app)
+    out["connected_after_restart"] = app.connected
+    out["connection_after_restart"] = app.connection
+
+
+def driver_main(argv: list[str] | None = None) -> int:
+    """Run one scenario of the app and write what it showed to ``--out``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", choices=("full", "kill"), required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--shots", required=True)
+    parser.add_argument("--lib", default="")
+    parser.add_argument("--socket", default=None)
+    parser.add_argument("--embedded", action="store_true")
+    parser.add_argument("--daemon-pid", type=int, default=0)
+    opts = parser.parse_args(argv)
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    sys.path.insert(0, str(ROOT))
+    from deejai.ui_kivy.app import build_app, parse_args
+
+    app_args = ["--size", WINDOW]
+    if opts.embedded:
+        app_args.append("--embedded")
+    if opts.socket:
+        app_args += ["--socket", opts.socket]
+    if opts.scenario == "kill":
+        app_args.append("--no-start-daemon")
+    app = build_app(parse_args(app_args))
+    out: dict[str, Any] = {"scenario": opts.scenario, "embedded": opts.embedded}
+    flow = _full_flow if opts.scenario == "full" else _kill_flow
+    from kivy.clock import Clock
+
+    Clock.schedule_once(
+        lambda dt: _run_steps(app, flow(app, opts, out), out, Path(opts.out)), 0.5
+    )
+    app.run()
+    return 0 if out.get("error") is None and "error" in out else 1
+
+
+if __name__ == "__main__":
+    sys.exit(driver_main())
+
+# --------------------------------------------------------------------------- the tests
+
+import pytest  # noqa: E402
+
+pytestmark = [pytest.mark.kivy, pytest.mark.slow]
+
+
+def _kivy_missing() -> str | None:
+    import importlib.util
+
+    # find_spec, not import: importing kivy here would write ~/.kivy in the test process
+    if importlib.util.find_spec("kivy") is None:  # pragma: no cover - depends on the machine
+        return "kivy is not installed; pip install -e '.[kivy]'"
+    if shutil.which("Xvfb") is None:  # pragma: no cover
+        return "the Xvfb binary is missing (apt-get install xvfb xauth libgl1-mesa-dri)"
+    return None
+
+
+def _free_display() -> int:
+    for n in range(90, 200):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            return n
+    raise RuntimeError("no free X display number between :90 and :199")
+
+
+@pytest.fixture(scope="module")
+def xvfb() -> Iterator[dict[str, str]]:
+    """A virtual X server; yields the environment for a Kivy subprocess."""
+    missing = _kivy_missing()
+    if missing:
+        pytest.skip(missing)
+    n = _free_display()
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1024x900x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not Path(f"/tmp/.X11-unix/X{n}").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"Xvfb :{n} did not start")
+        time.sleep(0.1)
+    yield {"DISPLAY": f":{n}"}
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def app_env(xvfb, tmp_path, deejai_home) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(xvfb)
+    env.update({
+        "KIVY_NO_ARGS": "1",
+        "KIVY_HOME": str(tmp_path / "kivy-home"),
+        "KIVY_NO_CONSOLELOG": "1",
+        "KIVY_NO_FILELOG": "1",
+        "SDL_AUDIODRIVER": "dummy",
+        "DEEJAI_HOME": str(deejai_home),
+        "HOME": str(tmp_path / "home"),  # the app shows ~/Music, not this machine's folders
+        "DEEJAI_WORKERS": "2",
+        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    })
+    env.pop("DEEJAI_NO_DAEMON", None)
+    return env
+
+
+@pytest.fixture
+def library_dir(tmp_path) -> Path:
+    from tests.audiogen import make_library
+
+    root = tmp_path / "home" / "Music"  # ~/Music for the app (HOME is tmp_path/home there)
+    make_library(root, n=10, seconds=4.0)
+    return root
+
+
+def _drive(env: dict, tmp_path: Path, *args: str, publish: bool = True) -> dict:
+    out = tmp_path / "driver.json"
+    shots = tmp_path / "shots"
+    shots.mkdir(exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__)), "--out", str(out), "--shots", str(shots), *args]
+    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=DRIVER_TIMEOUT_S)
+    if not out.exists():
+        pytest.fail(f"the driver wrote nothing (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    result = json.loads(out.read_text())
+    assert result.get("error") is None, result["error"] + "\n" + proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if publish:
+        _publish(shots)
+    return result
+
+
+def _publish(shots: Path) -> None:
+    """Copy the screenshots to ``$DEEJAI_KIVY_SCREENSHOTS`` (e.g. docs/img) when asked."""
+    target = os.environ.get("DEEJAI_KIVY_SCREENSHOTS")
+    if not target:
+        return
+    dest = Path(target) if Path(target).is_absolute() else ROOT / target
+    dest.mkdir(parents=True, exist_ok=True)
+    for png in shots.glob("*.png"):
+        shutil.copy2(png, dest / f"kivy-{png.name}")
+
+
+def _check_png(path: str) -> None:
+    """A real PNG of the window's size that is not blank (stdlib only: header and pixels)."""
+    import struct
+    import zlib
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == tuple(int(v) for v in WINDOW.split("x")), (path, width, height)
+    idat, pos = b"", 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        if data[pos + 4:pos + 8] == b"IDAT":
+            idat += data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+    pixels = zlib.decompress(idat)
+    assert len(set(pixels)) > 40, f"{path} is (nearly) blank"
+
+
+def _check_full_flow(result: dict, engine: Any, library: Path, tmp_path: Path) -> None:
+    assert "library is empty" in result["empty_message"], result["empty_message"]
+    scan = result["scan"]
+    assert scan["summary"]["state"] == "finished"
+    assert scan["summary"]["summary"]["added"] == 10
+    assert scan["tracks"] == "10" and scan["errors"] == "0"
+    texts = [t for _, _, t in scan["progress"]]
+    assert any("/ 10 files" in t for t in texts), texts
+    assert any(value > 0 for value, _, _ in scan["progress"]), "the bar never moved"
+
+    join = result["join"]
+    params = join["params"]
+    assert params["n"] == 3 and params["noise"] == pytest.approx(0.3)
+    assert isinstance(params["seed"], int)
+    titles = [r["label"].split(" - ", 1)[1] for r in join["rows"]]
+    via = result["via"]
+    assert via["picked"] == via["first"] and via["picked"].startswith("Beat ")
+    assert titles[0] == "Chord 0" and titles[-1] == "Noise 6" and via["picked"] in titles
+    expected = engine.join(**params)
+    assert join["shown_ids"] == [e["id"] for e in expected["entries"]]
+    assert len(join["shown_ids"]) == 3 + 3 + 2 + 1  # waypoints + 3 between each pair
+    fractions = [r["fraction"] for r in join["rows"]]
+    assert fractions[0] == 0 and max(fractions) == pytest.approx(1.0)
+
+    assert "matches" in result["ambiguous_message"] and "Artist 1" in result["ambiguous_message"]
+
+    radio = result["radio"]
+    assert radio["params"]["n"] == 6 and radio["params"]["lookback"] == 2
+    assert radio["params"]["noise"] == pytest.approx(0.2)
+    expected = engine.radio(**radio["params"])
+    assert radio["shown_ids"] == [e["id"] for e in expected["entries"]]
+    assert radio["rows"][0]["label"].endswith("Bass 4")
+
+    saved = Path(result["saved_path"])
+    text = saved.read_text(encoding="utf-8")
+    assert text.startswith("#EXTM3U")
+    by_id = {e["id"]: e["path"] for e in expected["entries"]}
+    listed = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert [str((saved.parent / p).resolve()) for p in listed] == [
+        str(Path(by_id[i]).resolve()) for i in radio["shown_ids"]]
+
+    # playback: either it plays (SDL2 dummy audio) or the screen says why it cannot
+    assert result["now_playing"].startswith(("playing 1/6", "this device cannot play"))
+    if result["now_playing"].startswith("playing"):
+        assert result["now_playing"].endswith("Bass 4")
+        assert (result["playing_index"], result["after_skip_index"]) == (0, 1)
+
+    assert result["after_escape"] == "library"
+    for shot in result["screenshots"]:
+        _check_png(shot)
+    names = {Path(s).stem for s in result["screenshots"]}
+    assert {"library", "join", "radio", "playlist"} <= names
+
+
+def _wait_gone(pid: int, timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_app_through_a_daemon_it_starts(app_env, tmp_path, library_dir):
+    """Scan, join, radio, export through ``deejai serve`` the app starts and stops itself."""
+    from deejai.engine.rpc import Client
+    from deejai.engine.service import Engine
+
+    sock = str(tmp_path / "home" / "run" / "deejai.sock")  # shown as ~/run/deejai.sock
+    Path(sock).parent.mkdir(parents=True, exist_ok=True)
+    assert Client.connect_or_none(sock, timeout=0.5) is None
+    result = _drive(app_env, tmp_path, "--scenario", "full", "--lib", "~/Music", "--socket", sock)
+    assert result["mode"] == "daemon"
+    pid = result["started_daemon_pid"]
+    assert pid, "the app did not start a daemon"
+    assert _wait_gone(pid), "the daemon the app started outlived the app"
+    with Engine() as engine:
+        _check_full_flow(result, engine, library_dir, tmp_path)
+
+
+def test_app_embedded(app_env, tmp_path, library_dir):
+    """The same flow with ``--embedded``: no daemon, the Engine runs in the app."""
+    from deejai.engine.service import Engine
+
+    result = _drive(app_env, tmp_path, "--scenario", "full", "--embedded", "--lib", "~/Music",
+                    publish=False)  # the docs show the daemon run
+    assert result["mode"] == "embedded"
+    assert result["started_daemon_pid"] is None
+    with Engine() as engine:
+        _check_full_flow(result, engine, library_dir, tmp_path)
+
+
+def _start_daemon(env: dict, sock: str, log: Path) -> subprocess.Popen:
+    from deejai.engine.rpc import Client
+
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "deejai.ui_cli.main", "serve",
+                                 "--socket", sock], env=env, stdout=fh, stderr=fh,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        client = Client.connect_or_none(sock, timeout=0.5)
+        if client is not None:
+            client.close()
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"the daemon did not start: {log.read_text()[-2000:]}")
+
+
+def test_daemon_killed_mid_use(app_env, tmp_path, library_dir):
+    """The daemon dies under the app: the app says so, then works again once one returns."""
+    from deejai.engine.rpc import Client
+
+    sock = str(tmp_path / "home" / "run" / "deejai.sock")  # shown as ~/run/deejai.sock
+    Path(sock).parent.mkdir(parents=True, exist_ok=True)
+    daemon = _start_daemon(app_env, sock, tmp_path / "daemon1.log")
+    restarted = None
+    try:
+        with Client.connect(sock) as client:
+            job = client.scan(paths=[str(library_dir)])["job"]
+            deadline = time.monotonic() + 180
+            while client.scan_status(job=job)["state"] == "running":
+                assert time.monotonic() < deadline, "scan did not finish"
+                time.sleep(0.3)
+        result = _drive(app_env, tmp_path, "--scenario", "kill", "--socket", sock,
+                        "--daemon-pid", str(daemon.pid))
+        restarted = result.get("restarted_pid")
+        assert daemon.wait(10) == -signal.SIGKILL
+        assert len(result["before_kill"]["shown_ids"]) == 5
+        assert "daemon" in result["error_message"], result["error_message"]
+        assert result["error_is_red"] is True
+        assert result["connected_after_kill"] is False
+        assert result["connection_after_kill"] == "daemon lost"
+        assert result["connected_after_restart"] is True
+        assert result["connection_after_restart"].startswith("daemon at ")
+        with Client.connect(sock) as client:
+            expected = client.radio(**result["after_restart"]["params"])
+        assert result["after_restart"]["shown_ids"] == [e["id"] for e in expected["entries"]]
+        for shot in result["screenshots"]:
+            _check_png(shot)
+    finally:
+        for pid in (daemon.pid, restarted):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        if restarted:
+            _wait_gone(restarted)

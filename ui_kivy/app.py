@@ -1,0 +1,262 @@
+"""The deejai Kivy app: ``deejai-kivy [--embedded] [--socket PATH]``.
+
+Four screens (Library, Join the dots, Radio, Playlist) over one :class:`Backend`: the daemon
+on desktop (started as a child process when none answers), an in-process Engine with
+``--embedded`` and always on Android/iOS. Engine calls run on worker threads; their results and
+the engine's events come back to the UI thread through ``@mainthread``. An error is a line in
+the message bar, never a crash.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+__all__ = ["main", "parse_args", "build_app"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The app's command line (Kivy's own options are switched off with ``KIVY_NO_ARGS``)."""
+    parser = argparse.ArgumentParser(
+        prog="deejai-kivy", description="deejai's app: scan, join the dots, radio, play."
+    )
+    parser.add_argument("--embedded", action="store_true",
+                        help="run the engine inside the app instead of talking to the daemon")
+    parser.add_argument("--socket", default=os.environ.get("DEEJAI_SOCKET") or None,
+                        help="the daemon's socket (default: deejai's runtime folder)")
+    parser.add_argument("--no-start-daemon", dest="start_daemon", action="store_false",
+                        help="do not start `deejai serve` when no daemon answers")
+    parser.add_argument("--music", default=None, help="folder proposed in the Library screen")
+    parser.add_argument("--size", default=None, metavar="WxH", help="window size, e.g. 480x800")
+    parser.add_argument("--debug", action="store_true", help="log engine calls")
+    return parser.parse_args(list(argv) if argv is not None else None)
+
+
+def _configure_kivy(size: str | None) -> None:
+    """Kivy settings that must be made before its window exists."""
+    os.environ.setdefault("KIVY_NO_ARGS", "1")
+    from kivy.config import Config
+
+    if size:
+        try:
+            width, height = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"deejai-kivy: --size expects WxH, got {size!r}") from None
+        Config.set("graphics", "width", str(width))
+        Config.set("graphics", "height", str(height))
+    Config.set("input", "mouse", "mouse,multitouch_on_demand")
+    Config.set("kivy", "exit_on_escape", "0")
+
+
+def build_app(args: argparse.Namespace) -> Any:
+    """Create (not run) the :class:`DeejaiApp` for parsed ``args``."""
+    from deejai.ui_kivy import platform as plat
+
+    plat.apply_storage_env()
+    _configure_kivy(args.size)
+
+    from kivy.app import App
+    from kivy.clock import mainthread
+    from kivy.lang import Builder
+    from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
+
+    from deejai.engine.errors import DeejaiError
+    from deejai.ui_kivy import join, library, playlist, widgets  # noqa: F401  (kv rules)
+    from deejai.ui_kivy.backend import Backend
+    from deejai.ui_kivy.viewmodel import contract_home
+
+    plan = plat.run_plan(embedded=args.embedded, start_daemon=args.start_daemon)
+    if args.music:
+        plan = dataclasses.replace(plan, music_dir=str(Path(args.music).expanduser()))
+
+    # The class is defined here, not at module level, because Kivy must not be imported
+    # before _configure_kivy has set the window options (and `--help` must not import it).
+    class DeejaiApp(App):
+        """deejai on a screen: the Library, Join the dots, Radio and Playlist screens."""
+
+        title = "deejai"
+        plan = ObjectProperty(None)
+        connection = StringProperty("connecting...")
+        connected = BooleanProperty(False)
+        message = StringProperty("")
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.plan = plan
+            self.backend = Backend(
+                embedded=plan.embedded,
+                start_daemon=plan.start_daemon,
+                socket=args.socket,
+                index_backend=plan.index_backend,
+                on_event=self._event,
+                on_connection=self._connection,
+            )
+
+        def build(self) -> Any:
+            return Builder.load_file(widgets.kv_path("app.kv"))
+
+        def on_start(self) -> None:
+            from kivy.core.window import Window
+
+            Window.bind(on_keyboard=self._on_keyboard)
+            if plat.is_mobile(plan.platform):  # pragma: no cover - only on a phone
+                Window.softinput_mode = "below_target"  # the keyboard must not hide a field
+            if plan.platform == "android":  # pragma: no cover - only inside an APK
+                self._ask_android_permissions()
+            folders = self.root.ids.library.ids.folders
+            if args.music:
+                folders.text = contract_home(plan.music_dir)
+            self.root.ids.library.refresh()
+
+        def on_stop(self) -> None:
+            try:
+                self.root.ids.playlist.stop()
+            finally:
+                self.backend.close()
+
+        def on_pause(self) -> bool:
+            """Android may pause the app (another app in front); keep its state."""
+            return True
+
+        def _on_keyboard(self, _window: Any, key: int, *_: Any) -> bool:
+            """Escape / Android's back button: back to the Library screen, not out of the app."""
+            if key == 27 and self.root.ids.screens.current != "library":
+                self.go("library")
+                return True
+            return False
+
+        def _ask_android_permissions(self) -> None:  # pragma: no cover - Android only
+            try:
+                from android.permissions import Permission, request_permissions  # type: ignore
+            except ImportError:
+                return
+            wanted = [getattr(Permission, name) for name in plat.ANDROID_PERMISSIONS
+                      if hasattr(Permission, name)]
+            request_permissions(wanted)
+
+        # -------------------------------------------------------- calls
+        def call(
+            self,
+            method: str,
+            on_result: Callable[[Any], None] | None = None,
+            on_error: Callable[[BaseException], None] | None = None,
+            quiet: bool = False,
+            **params: Any,
+        ) -> Any:
+            """Run ``engine.<method>(**params)`` on a worker thread.
+
+            ``on_result(result)`` or ``on_error(exc)`` then run on the UI thread; an error is
+            also shown in the message bar unless ``quiet``.
+            """
+            if args.debug:
+                log.info("call %s %s", method, params)
+            future = self.backend.submit(method, **params)
+            future.add_done_callback(lambda f: self._deliver(method, f, on_result, on_error, quiet))
+            return future
+
+        def run_local(self, fn: Callable[..., Any], *fn_args: Any,
+                      on_result: Callable[[Any], None] | None = None) -> Any:
+            """Run ``fn(*fn_args)`` on a worker thread (plugin sinks); same delivery as call."""
+            future = self.backend.run(fn, *fn_args)
+            future.add_done_callback(lambda f: self._deliver(fn.__name__, f, on_result, None, False))
+            return future
+
+        @mainthread
+        def _deliver(self, method: str, future: Any, on_result: Any, on_error: Any, quiet: bool) -> None:
+            if future.cancelled():
+                return
+            exc = future.exception()
+            if exc is None:
+                if on_result is not None:
+                    on_result(future.result())
+                return
+            if not isinstance(exc, DeejaiError):
+                log.error("%s failed", method, exc_info=exc)
+            if not quiet:
+                text = str(exc) if isinstance(exc, DeejaiError) else f"{type(exc).__name__}: {exc}"
+                self.show_message(text, error=True)
+            if on_error is not None:
+                on_error(exc)
+
+        # -------------------------------------------------------- events
+        @mainthread
+        def _event(self, event: str, params: dict) -> None:
+            screen = self.root.ids.library if self.root else None
+            if screen is None:
+                return
+            if event == "scan.progress":
+                screen.on_progress(params)
+            elif event == "scan.finished":
+                screen.on_finished(params)
+
+        @mainthread
+        def _connection(self, state: str, message: str) -> None:
+            self.connected = state == "connected"
+            if self.connected:
+                self.connection = message
+            else:
+                self.connection = "daemon lost"
+                self.show_message(f"lost the daemon: {message}", error=True)
+
+        def start_daemon(self) -> None:
+            """The "Start daemon" button: start ``deejai serve`` now, then reconnect."""
+            def start() -> dict:
+                self.backend.spawn_daemon()
+                return self.backend.call("status")
+
+            self.run_local(start, on_result=self.root.ids.library.show_status)
+
+        # -------------------------------------------------------- screens
+        def show_message(self, text: str, error: bool = False) -> None:
+            """One line in the message bar (red for an error)."""
+            self.message = text
+            bar = self.root.ids.message_bar if self.root else None
+            if bar is not None:
+                bar.error = error
+                bar.text = text
+
+        def show_playlist(self, playlist_dict: dict) -> None:
+            self.root.ids.playlist.show(playlist_dict)
+            self.go("playlist")
+
+        def go(self, name: str) -> None:
+            """Switch to screen ``name`` (library, join, radio, playlist)."""
+            self.root.ids.screens.current = name
+            for key in ("library", "join", "radio", "playlist"):
+                self.root.ids[f"nav_{key}"].state = "down" if key == name else "normal"
+
+        def music_hint(self) -> str:
+            """The music folder proposed in the Library screen, home shown as ``~``."""
+            return contract_home(plan.music_dir)
+
+        def export_dir(self) -> str:
+            """Where playlists are saved by default: the music folder when it exists."""
+            music = Path(plan.music_dir)
+            return str(music if music.is_dir() else Path.home())
+
+    return DeejaiApp()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``deejai-kivy``."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING)
+    os.environ.setdefault("KIVY_NO_ARGS", "1")  # before Kivy is imported: our options, not its
+    try:
+        import kivy  # noqa: F401
+    except ImportError:
+        print('deejai-kivy needs Kivy: pip install "deejai[kivy]"', file=sys.stderr)
+        return 1
+    app = build_app(args)
+    app.run()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

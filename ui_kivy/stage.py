@@ -1,0 +1,95 @@
+"""Lay out the source folder buildozer packs into an APK: ``python -m deejai.ui_kivy.stage DIR``.
+
+buildozer packs one folder that holds ``main.py``; deejai's packages live under the
+``deejai`` import name, mapped from separate top-level folders in the repository. This helper
+copies the installed ``deejai.engine``, ``deejai.plugins``, ``deejai.ui_kivy`` and the default
+model (``deejai.models`` with ``msd-musicnn/{model.tflite,card.json,LICENSE}``) into
+``DIR/deejai/...``, writes ``DIR/main.py`` (which starts the app with the embedded engine),
+and copies ``buildozer.spec`` beside it. Then ``cd DIR && buildozer android debug``
+(``docs/mobile.md``).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["stage", "PACKAGES", "MAIN_PY"]
+
+#: Packages the app needs on a phone (the CLI, the tray and the conversion tool stay behind).
+PACKAGES = ("engine", "plugins", "ui_kivy")
+
+#: Files of a model folder that go into the APK (not the test-only ``golden.npz``).
+MODEL_FILES = ("model.tflite", "card.json", "LICENSE")
+
+MAIN_PY = '''"""python-for-android runs this file (written by deejai.ui_kivy.stage)."""
+import sys
+
+from deejai.ui_kivy.app import main
+
+sys.exit(main(["--embedded"]))
+'''
+
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "buildozer.spec")
+
+
+def _package_dir(name: str) -> Path:
+    import importlib
+
+    module = importlib.import_module(f"deejai.{name}")
+    return Path(module.__file__).resolve().parent
+
+
+def stage(target: str | Path, *, models: Sequence[str] = ("msd-musicnn",)) -> Path:
+    """Write the buildozer source folder ``target``; returns its ``main.py``.
+
+    Parameters
+    ----------
+    target : path
+        Folder to fill (created; the ``deejai`` folder inside it is replaced).
+    models : sequence of str
+        Model folders (under ``deejai.models``) to include.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a model folder lacks one of :data:`MODEL_FILES`.
+    """
+    target = Path(target)
+    pkg_root = target / "deejai"
+    if pkg_root.exists():
+        shutil.rmtree(pkg_root)
+    pkg_root.mkdir(parents=True)
+    for name in PACKAGES:
+        shutil.copytree(_package_dir(name), pkg_root / name, ignore=_IGNORE)
+    models_src = _package_dir("models")
+    models_dst = pkg_root / "models"
+    models_dst.mkdir()
+    shutil.copy2(models_src / "__init__.py", models_dst / "__init__.py")
+    for model in models:
+        (models_dst / model).mkdir()
+        for fname in MODEL_FILES:
+            src = models_src / model / fname
+            if not src.is_file():
+                raise FileNotFoundError(f"{src}: missing from the model folder {model!r}")
+            shutil.copy2(src, models_dst / model / fname)
+    main_py = target / "main.py"
+    main_py.write_text(MAIN_PY, encoding="utf-8")
+    shutil.copy2(Path(__file__).with_name("buildozer.spec"), target / "buildozer.spec")
+    return main_py
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deejai.ui_kivy.stage", description=__doc__.split("\n")[0])
+    parser.add_argument("target", help="folder to write (e.g. build/android)")
+    parser.add_argument("--model", action="append", default=None, help="model folder to include")
+    args = parser.parse_args(argv)
+    main_py = stage(args.target, models=args.model or ("msd-musicnn",))
+    print(f"staged {main_py.parent}; now: cd {main_py.parent} && buildozer android debug")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
