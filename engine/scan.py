@@ -1,0 +1,651 @@
+"""Scanning: walk the music folders, compare with the library, analyse what changed.
+
+A scan runs in four stages (beets' importer is a staged pipeline in the same spirit):
+
+1. **Walk** the roots (:func:`walk`): audio files by extension (case-insensitive, ``.mp3``
+   first), skipping hidden files and folders and following each real folder once, so symlink
+   loops end.
+2. **Diff** against the library (:func:`plan`): a path whose size and ``mtime_ns`` did not
+   change is *unchanged* and its file is never opened; a new path whose audio hash equals a
+   track that vanished is a *move* (the track keeps its id and vectors); other new paths are
+   *added*, changed ones *updated*; vanished tracks under the roots are *removed*. Files that
+   failed before are retried only when they changed, or with ``retry_errors=True``.
+3. **Analyse** the work list in an executor — by default a :class:`~deejai.engine.pool.WorkerPool`
+   whose workers each load the model once — with a bounded number of tasks in flight, so a
+   cancel is quick and memory stays flat.
+4. **Commit** results from the main process only (the single writer), in batches of
+   ``batch_size`` results or every ``batch_seconds``, each batch one SQLite transaction; a
+   killed scan loses at most one batch and the next scan picks up where it stopped. Duplicates
+   (equal audio hash at two live paths) are marked at the end and the vector index sidecar is
+   brought up to date.
+
+One scan per library at a time: an exclusive, non-blocking ``flock`` on ``<db>.scan.lock``
+beside the database. The kernel releases it when the process dies, so a killed scan never
+leaves a stale lock behind.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from deejai.engine.errors import AudioError, DeejaiError, ScanRunningError
+from deejai.engine.pool import WorkerPool, default_workers, worker_state
+
+__all__ = [
+    "scan",
+    "walk",
+    "plan",
+    "ScanSummary",
+    "ScanPlan",
+    "FoundFile",
+    "AUDIO_EXTENSIONS",
+    "scan_lock",
+    "init_worker",
+    "analyse_file",
+]
+
+log = logging.getLogger(__name__)
+
+#: File extensions a scan picks up, in priority order (lower case; matched case-insensitively).
+AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".flac", ".ogg", ".oga", ".wav", ".m4a")
+
+#: Seconds one file may take in a worker before the worker is killed and the file recorded as
+#: failed (a decoder stuck on a damaged file). Analysing an hour-long MP3 takes well under a
+#: minute on one core.
+TASK_TIMEOUT_S = 300.0
+
+ProgressCallback = Callable[[int, int, int, float, "float | None"], None]
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class ScanSummary:
+    """What a scan did.
+
+    Attributes
+    ----------
+    added, updated, moved, removed, unchanged : int
+        Tracks analysed for the first time, analysed again because the file changed (or an
+        earlier error was retried), given a new path without analysis, deleted from the
+        library, and skipped without opening the file.
+    errors : int
+        Files that failed in this scan (their rows have ``status = 'error'``).
+    duplicates : int
+        Ok tracks in the library whose audio equals an older track's (after this scan).
+    elapsed_s : float
+        Wall-clock seconds.
+    cancelled : bool
+        The scan was stopped early; what finished was committed.
+    files : int
+        Audio files found under the roots.
+    skipped : list of str
+        Folders or names the walk could not read (one line each, with the reason).
+    """
+
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    errors: int = 0
+    duplicates: int = 0
+    elapsed_s: float = 0.0
+    cancelled: bool = False
+    files: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of the fields."""
+        d = asdict(self)
+        d["elapsed_s"] = round(float(self.elapsed_s), 3)
+        return d
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    """An audio file the walk found: absolute path (symlinks not resolved), size, mtime."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class ScanPlan:
+    """The diff of a walk against the library (see :func:`plan`)."""
+
+    new: list[FoundFile] = field(default_factory=list)
+    changed: list[FoundFile] = field(default_factory=list)
+    moves: list[tuple[int, FoundFile]] = field(default_factory=list)  # (track id, new file)
+    removed: list[int] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def work(self) -> list[FoundFile]:
+        """Files to analyse: new ones first, then changed ones."""
+        return self.new + self.changed
+
+
+# ------------------------------------------------------------------------------------ walking
+
+
+def _ext_rank(name: str) -> int:
+    ext = os.path.splitext(name)[1].lower()
+    try:
+        return AUDIO_EXTENSIONS.index(ext)
+    except ValueError:
+        return -1
+
+
+def _storable(path: str) -> bool:
+    """False for names with bytes that are not valid in the file system encoding."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def walk(roots: Sequence[str | os.PathLike], skipped: list[str] | None = None) -> list[FoundFile]:
+    """Find the audio files under ``roots``.
+
+    Parameters
+    ----------
+    roots : sequence of path
+        Folders (walked recursively) or single audio files.
+    skipped : list, optional
+        Receives one line per folder or name that could not be read.
+
+    Returns
+    -------
+    list of FoundFile
+        Sorted by extension priority (:data:`AUDIO_EXTENSIONS`: ``.mp3`` first) then path.
+        Hidden files and folders (a name starting with ``.``) are left out, every real folder is
+        visited once (its ``(st_dev, st_ino)``), so symlink loops end; a file reached twice by
+        the same path is listed once.
+    """
+    skipped = skipped if skipped is not None else []
+    found: dict[str, FoundFile] = {}
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def add_file(path: str, st: os.stat_result) -> None:
+        if not _storable(path):
+            skipped.append(f"{path!r}: the name is not valid UTF-8")
+            return
+        found.setdefault(path, FoundFile(path, int(st.st_size), int(st.st_mtime_ns)))
+
+    for root in roots:
+        top = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        try:
+            st = os.stat(top)
+        except OSError as exc:
+            skipped.append(f"{top}: {exc.strerror or exc}")
+            continue
+        if stat.S_ISREG(st.st_mode):
+            if _ext_rank(top) >= 0:
+                add_file(top, st)
+            continue
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:
+                fst = os.stat(folder)
+            except OSError as exc:
+                skipped.append(f"{folder}: {exc.strerror or exc}")
+                continue
+            key = (fst.st_dev, fst.st_ino)
+            if key in seen_dirs:
+                continue
+            seen_dirs.add(key)
+            try:
+                with os.scandir(folder) as it:
+                    entries = list(it)
+            except OSError as exc:
+                skipped.append(f"{folder}: {exc.strerror or exc}")
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                try:
+                    if entry.is_dir():  # follows symlinks; loops end at seen_dirs
+                        stack.append(entry.path)
+                    elif _ext_rank(entry.name) >= 0:
+                        if entry.is_file():
+                            add_file(entry.path, entry.stat())
+                        elif entry.is_symlink():
+                            skipped.append(f"{entry.path}: broken symbolic link")
+                except OSError as exc:  # a dangling link, a file removed meanwhile
+                    skipped.append(f"{entry.path}: {exc.strerror or exc}")
+    return sorted(found.values(), key=lambda f: (_ext_rank(f.path), f.path))
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    for root in roots:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def file_audio_hash(path: str) -> str:
+    """Audio hash of a file, as :func:`deejai.engine.analyse.analyse` computes it (cheap: no
+    decoding; used to recognise moved files)."""
+    from deejai.engine import analyse
+
+    return analyse.audio_hash(path)
+
+
+def plan(
+    library: Any,
+    files: Sequence[FoundFile],
+    roots: Sequence[str],
+    *,
+    model: str,
+    retry_errors: bool = False,
+    hasher: Callable[[str], str] = file_audio_hash,
+) -> ScanPlan:
+    """Compare the walk with the library.
+
+    Parameters
+    ----------
+    library : Library
+    files : sequence of FoundFile
+        The walk's result.
+    roots : sequence of str
+        Absolute roots; only tracks under them can be *removed*.
+    model : str
+        A track without a vector for this model is analysed again.
+    retry_errors : bool
+        Analyse files that failed before even when they did not change.
+    hasher : callable
+        ``path -> audio hash``; called only for new files while tracks have vanished.
+
+    Returns
+    -------
+    ScanPlan
+    """
+    state = library.scan_state(model)
+    out = ScanPlan()
+    seen: set[str] = set()
+    new: list[FoundFile] = []
+    for f in files:
+        seen.add(f.path)
+        row = state.get(f.path)
+        if row is None:
+            new.append(f)
+            continue
+        same = row["size"] == f.size and row["mtime_ns"] == f.mtime_ns
+        if row["status"] == "error":
+            if same and not retry_errors:
+                out.unchanged += 1
+            else:
+                out.changed.append(f)
+        elif same and row["has_vector"]:
+            out.unchanged += 1
+        else:
+            out.changed.append(f)
+    abs_roots = [os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots]
+    vanished = {
+        path: row for path, row in state.items() if path not in seen and _under(path, abs_roots)
+    }
+    by_hash: dict[str, list[int]] = {}
+    for row in vanished.values():
+        if row["status"] == "ok" and row["audio_hash"]:
+            by_hash.setdefault(row["audio_hash"], []).append(int(row["id"]))
+    moved_ids: set[int] = set()
+    for f in new:
+        if by_hash:
+            try:
+                h = hasher(f.path)
+            except (DeejaiError, OSError) as exc:
+                log.debug("cannot hash %s: %s", f.path, exc)
+                h = None
+            ids = by_hash.get(h) if h else None
+            if ids:
+                tid = ids.pop(0)
+                if not ids:
+                    del by_hash[h]
+                moved_ids.add(tid)
+                out.moves.append((tid, f))
+                continue
+        out.new.append(f)
+    out.removed = sorted(int(r["id"]) for r in vanished.values() if int(r["id"]) not in moved_ids)
+    return out
+
+
+# ------------------------------------------------------------------------------------ locking
+
+
+def lock_path(library: Any) -> Path:
+    """The scan lock file of ``library``: ``<db file>.scan.lock``."""
+    p = Path(library.path)
+    return p.with_name(p.name + ".scan.lock")
+
+
+@contextmanager
+def scan_lock(library: Any) -> Iterator[Path]:
+    """Hold the library's exclusive scan lock for the ``with`` block.
+
+    Raises
+    ------
+    ScanRunningError
+        When another scan (in this or another process) holds it.
+    """
+    path = lock_path(library)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ScanRunningError("a scan is already running on this library") from None
+        except ImportError:  # pragma: no cover - Windows
+            import msvcrt
+
+            try:
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            except OSError:
+                raise ScanRunningError("a scan is already running on this library") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# ------------------------------------------------------------------------------------ workers
+
+_thread_models = threading.local()
+
+
+def init_worker(model_name: str, threads: int = 1) -> None:
+    """Pool initializer: load ``model_name`` once in this worker process."""
+    from deejai.engine.model import Model
+
+    if os.environ.get("DEEJAI_DEBUG", "") in ("", "0"):
+        # decoders (libmpg123 via libsndfile) print notes on damaged frames straight to fd 2,
+        # which would garble the parent's progress bar; task errors come back through the pool
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    state = worker_state()
+    state["model"] = Model(model_name, threads=threads)
+    state["model_name"] = model_name
+    state["thread"] = threading.get_ident()
+
+
+def _model(model_name: str) -> Any:
+    state = worker_state()
+    if state.get("model_name") == model_name and state.get("thread") == threading.get_ident():
+        return state["model"]
+    # another executor (threads, Dask, Ray): one interpreter per thread, loaded on first use
+    cached = getattr(_thread_models, "models", None)
+    if cached is None:
+        cached = _thread_models.models = {}
+    if model_name not in cached:
+        from deejai.engine.model import Model
+
+        cached[model_name] = Model(model_name, threads=1)
+    return cached[model_name]
+
+
+def analyse_file(path: str, model_name: str) -> Any:
+    """Task run in a worker: :func:`deejai.engine.analyse.analyse` with the worker's model."""
+    from deejai.engine.analyse import analyse
+
+    return analyse(path, _model(model_name))
+
+
+# ------------------------------------------------------------------------------------ scanning
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, AudioError):
+        return exc.reason
+    if isinstance(exc, DeejaiError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def scan(
+    library: Any,
+    roots: Sequence[str | os.PathLike],
+    *,
+    workers: int | None = None,
+    executor: Executor | None = None,
+    retry_errors: bool = False,
+    model: str = "msd-musicnn",
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    batch_seconds: float = 2.0,
+    batch_size: int = 32,
+    update_index: bool = True,
+    on_result: Callable[[Any], None] | None = None,
+) -> ScanSummary:
+    """Bring ``library`` up to date with the audio files under ``roots``.
+
+    Parameters
+    ----------
+    library : deejai.engine.library.Library
+        The library to write; this function is its only writer while it runs.
+    roots : sequence of path
+        Folders or files to scan.
+    workers : int, optional
+        Worker processes of the default pool; default: the usable CPU cores.
+    executor : concurrent.futures.Executor, optional
+        Run the analyses there instead (a ``ThreadPoolExecutor``, a Dask or Ray executor...);
+        tasks are :func:`analyse_file` calls, which load the model lazily where no pool
+        initializer ran. The caller keeps ownership: it is not shut down.
+    retry_errors : bool
+        Analyse again files that failed before even when they did not change.
+    model : str
+        Model card name.
+    on_progress : callable, optional
+        ``on_progress(done, total, errors, rate, eta_s)``: files analysed so far, files to
+        analyse, failures so far, tracks per second, seconds left (None until known). Called
+        from this thread after each result.
+    should_stop : callable, optional
+        Polled a few times a second; when it returns True no more files are submitted, queued
+        work is cancelled, what finished is committed and the summary has ``cancelled=True``.
+    batch_seconds, batch_size : float, int
+        Commit at least every ``batch_seconds`` seconds or ``batch_size`` results.
+    update_index : bool
+        Bring the vector index sidecar up to date at the end.
+    on_result : callable, optional
+        ``on_result(analysis)`` with each :class:`~deejai.engine.analyse.TrackAnalysis` once it
+        is committed (benchmarks read its ``timings_s``).
+
+    Returns
+    -------
+    ScanSummary
+
+    Raises
+    ------
+    ScanRunningError
+        When another scan holds this library's lock.
+    ModelError, BackendUnavailableError
+        When the model cannot be loaded in the workers (nothing is analysed).
+    """
+    t0 = time.monotonic()
+    abs_roots = [os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots]
+    summary = ScanSummary()
+    started = _now()
+    with scan_lock(library):
+        files = walk(abs_roots, summary.skipped)
+        summary.files = len(files)
+        todo = plan(library, files, abs_roots, model=model, retry_errors=retry_errors)
+        summary.unchanged = todo.unchanged
+        if todo.moves or todo.removed:
+            from deejai.engine.analyse import read_tags
+
+            with library.transaction():
+                for tid, f in todo.moves:
+                    library.move_track(tid, f.path, f.size, f.mtime_ns, tags=read_tags(f.path))
+                summary.removed = library.remove_tracks(todo.removed)
+            summary.moved = len(todo.moves)
+        if todo.work and should_stop is not None and should_stop():
+            summary.cancelled = True  # cancelled before any worker started
+        elif todo.work:
+            _analyse_all(library, todo, summary, workers=workers, executor=executor,
+                         model=model, on_progress=on_progress, should_stop=should_stop,
+                         batch_seconds=batch_seconds, batch_size=batch_size, on_result=on_result)
+        elif on_progress is not None:
+            on_progress(0, 0, 0, 0.0, 0.0)
+        with library.transaction():
+            summary.duplicates = library.update_duplicates()
+        summary.elapsed_s = time.monotonic() - t0
+        library.add_scan(started, _now(), abs_roots, summary.to_dict())
+        if update_index:
+            try:
+                from deejai.engine.index import open_index
+
+                open_index(library, model)
+            except Exception:  # the index is rebuilt on demand; never fail a scan for it
+                log.exception("updating the vector index failed")
+    summary.elapsed_s = time.monotonic() - t0
+    return summary
+
+
+def _analyse_all(
+    library: Any,
+    todo: ScanPlan,
+    summary: ScanSummary,
+    *,
+    workers: int | None,
+    executor: Executor | None,
+    model: str,
+    on_progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+    batch_seconds: float,
+    batch_size: int,
+    on_result: Callable[[Any], None] | None = None,
+) -> None:
+    work = todo.work
+    is_new = {f.path for f in todo.new}
+    total = len(work)
+    own = executor is None
+    if own:
+        n = min(workers or default_workers(), total)
+        executor = WorkerPool(n, initializer=init_worker, initargs=(model,),
+                              task_timeout_s=TASK_TIMEOUT_S)
+        parallel = n
+    else:
+        parallel = int(getattr(executor, "_max_workers", None) or workers or default_workers())
+    window = max(2, 2 * parallel)
+    pending: dict[Future, FoundFile] = {}
+    batch: list[tuple[FoundFile, Any, BaseException | None]] = []
+    done = errors = 0
+    t_start = time.monotonic()
+    last_commit = t_start
+    it = iter(work)
+    exhausted = False
+    cancelled = False
+
+    def commit() -> None:
+        nonlocal last_commit
+        if not batch:
+            return
+        with library.transaction():
+            for f, result, exc in batch:
+                if exc is None:
+                    library.save_analysis(result)
+                    if f.path in is_new:
+                        summary.added += 1
+                    else:
+                        summary.updated += 1
+                else:
+                    library.save_error(f.path, f.size, f.mtime_ns, _error_text(exc))
+                    summary.errors += 1
+        if on_result is not None:
+            for _, result, exc in batch:
+                if exc is None:
+                    on_result(result)
+        batch.clear()
+        last_commit = time.monotonic()
+
+    def progress() -> None:
+        if on_progress is None:
+            return
+        elapsed = time.monotonic() - t_start
+        rate = done / elapsed if elapsed > 0 and done else 0.0
+        eta = (total - done) / rate if rate > 0 else None
+        on_progress(done, total, errors, rate, eta)
+
+    progress()
+    try:
+        while True:
+            if not cancelled and should_stop is not None and should_stop():
+                cancelled = True
+            if cancelled:
+                for fut in pending:
+                    fut.cancel()
+                break
+            while not exhausted and len(pending) < window:
+                f = next(it, None)
+                if f is None:
+                    exhausted = True
+                    break
+                pending[executor.submit(analyse_file, f.path, model)] = f
+            if not pending:
+                break
+            finished, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                f = pending.pop(fut)
+                exc = fut.exception()
+                if exc is not None and not isinstance(exc, (DeejaiError, Exception)):
+                    raise exc  # pragma: no cover - BaseException from a thread executor
+                if exc is None:
+                    batch.append((f, fut.result(), None))
+                else:
+                    if _is_fatal(exc):
+                        raise exc
+                    batch.append((f, None, exc))
+                    errors += 1
+                done += 1
+            if finished:
+                progress()
+            if len(batch) >= batch_size or (batch and time.monotonic() - last_commit >= batch_seconds):
+                commit()
+    except KeyboardInterrupt:
+        cancelled = True
+        for fut in pending:
+            fut.cancel()
+        if own:
+            executor.terminate()  # type: ignore[union-attr]
+            own = False
+        commit()
+        summary.cancelled = True
+        raise
+    finally:
+        if own:
+            if cancelled:
+                executor.terminate()  # type: ignore[union-attr]
+            else:
+                executor.shutdown(wait=True, cancel_futures=True)
+    commit()
+    summary.cancelled = cancelled
+
+
+def _is_fatal(exc: BaseException) -> bool:
+    """Errors that mean no file can be analysed (no model, no runtime): stop the scan."""
+    from deejai.engine.errors import ModelError
+    from deejai.engine.pool import PoolBrokenError
+
+    return isinstance(exc, (ModelError, PoolBrokenError))
