@@ -36,6 +36,7 @@ APP_NAME = "deejai"
 DEFAULTS: dict[str, Any] = {
     "model": "msd-musicnn",
     "workers": 0,  # 0: one per CPU core
+    "scan_executor": "process",  # "thread" where processes cannot be started (phones)
     "music_dirs": [],
     "mpd": {"host": "localhost", "port": 6600, "music_directory": ""},
 }

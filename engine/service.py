@@ -108,6 +108,10 @@ class Engine:
         Settings; default :func:`deejai.engine.config.load_settings`.
     index_backend : {"auto", "faiss", "numpy"}
         Vector index implementation; "auto" prefers FAISS and falls back to NumPy.
+    scan_executor : {"process", "thread"}, optional
+        Where scans analyse files: a pool of worker processes (the default, and the fast
+        choice on a desktop), or threads in this process, for platforms that cannot start
+        processes (Android, iOS). Default: the ``scan_executor`` setting, else "process".
 
     Every public method takes keyword parameters and returns JSON-serialisable values, so the
     same call works in process and over the daemon's socket. Errors are
@@ -120,11 +124,17 @@ class Engine:
         paths: Paths | None = None,
         settings: dict[str, Any] | None = None,
         index_backend: str = "auto",
+        scan_executor: str | None = None,
     ) -> None:
         self.paths = (paths or default_paths()).ensure()
         self.settings = settings if settings is not None else load_settings(self.paths)
         self.model_name: str = str(self.settings.get("model") or "msd-musicnn")
         self.index_backend = index_backend
+        self.scan_executor = str(scan_executor or self.settings.get("scan_executor") or "process")
+        if self.scan_executor not in ("process", "thread"):
+            raise ConfigError(
+                f"scan_executor must be 'process' or 'thread', not {self.scan_executor!r}"
+            )
         self._local = threading.local()
         self._libraries: list[Any] = []
         self._lib_lock = threading.Lock()
@@ -307,12 +317,18 @@ class Engine:
                 )
 
         library = None
+        executor = None
+        if self.scan_executor == "thread":
+            from concurrent.futures import ThreadPoolExecutor
+
+            executor = ThreadPoolExecutor(max_workers=workers or 1, thread_name_prefix="deejai-analyse")
         try:
             library = Library(self.paths.library_file)
             summary = run_scan(
                 library,
                 job.roots,
                 workers=workers,
+                executor=executor,
                 retry_errors=retry_errors,
                 model=self.model_name,
                 on_progress=on_progress,
@@ -326,6 +342,8 @@ class Engine:
             log.exception("scan %s failed", job.job)
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
+            if executor is not None:
+                executor.shutdown(wait=True, cancel_futures=True)
             if library is not None:
                 library.close()
             job.finished_at = time.time()
@@ -566,7 +584,15 @@ class Engine:
                 "fresh": cached[0] == lib.revision,
             }
         else:
-            stats["index"] = {"kind": None, "ntotal": 0, "revision": None, "fresh": False}
+            from deejai.engine.index import sidecar_info
+
+            info = sidecar_info(lib, self.model_name) or {}
+            stats["index"] = {
+                "kind": info.get("kind"),
+                "ntotal": int(info.get("ntotal") or 0),
+                "revision": info.get("revision"),
+                "fresh": bool(info.get("fresh")),
+            }
         stats["model"] = stats.get("model") or self.model_name
         stats["library_file"] = str(self.paths.library_file)
         stats["scan"] = self.scan_status()
