@@ -328,3 +328,31 @@ def test_cli_options_push_to_mpd_from_the_settings_file(mpd_server, deejai_home,
         assert "cannot connect to MPD at 127.0.0.1:1" in str(result.exception)
     finally:
         manager.reset_plugin_manager()
+
+
+def test_deejai_playlist_to_mpd_end_to_end(mpd_server, deejai_home):
+    """Scan MPD's music folder with deejai, join the dots with --to-mpd, read MPD's queue."""
+    import json as _json
+    import os
+    import sys
+
+    env = dict(os.environ, DEEJAI_HOME=str(deejai_home), DEEJAI_NO_DAEMON="1")
+    run = [sys.executable, "-m", "deejai.ui_cli.main"]
+    scan = subprocess.run([*run, "scan", "-j", "1", "--quiet", str(mpd_server.music)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert scan.returncode == 0, scan.stderr
+    tracks = _json.loads(subprocess.run([*run, "tracks", "--json"], env=env, capture_output=True,
+                                        text=True, check=True).stdout)
+    first, last = tracks[0], tracks[-1]
+    mpd_server.reset_queue([])
+    made = subprocess.run(
+        [*run, "playlist", "--from", f"#{first['id']}", "--to", f"#{last['id']}", "-n", "2",
+         "--format", "json", "--to-mpd", "--mpd-host", "127.0.0.1",
+         "--mpd-port", str(mpd_server.port), "--mpd-music-dir", str(mpd_server.music)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert made.returncode == 0, made.stderr
+    playlist = _json.loads(made.stdout)
+    expected = [_uri(mpd_server, Path(e["path"])) for e in playlist["entries"]]
+    assert len(expected) == 4
+    assert mpd_server.queue() == expected
