@@ -155,22 +155,23 @@ class AmbiguousTrackError(DeejaiError):
     code = -32041
     exit_code = 2
 
-    def __init__(self, query: str, candidates: Sequence[dict[str, Any]]):
+    def __init__(self, query: str, candidates: Sequence[dict[str, Any]], total: int | None = None):
         self.query = query
         self.candidates = list(candidates)
+        self.total = max(int(total), len(self.candidates)) if total is not None else len(self.candidates)
         shown = "; ".join(f"[{c['id']}] {c['label']}" for c in self.candidates[:5])
-        more = len(self.candidates) - 5
+        more = self.total - min(5, len(self.candidates))
         tail = f" (and {more} more)" if more > 0 else ""
         super().__init__(
-            f"{query!r} matches {len(self.candidates)} tracks: {shown}{tail}; "
+            f"{query!r} matches {self.total} tracks: {shown}{tail}; "
             "be more specific or use the track id"
         )
 
     def __reduce__(self) -> tuple:
-        return (type(self), (self.query, self.candidates))
+        return (type(self), (self.query, self.candidates, self.total))
 
     def data(self) -> dict[str, Any]:
-        return {"query": self.query, "candidates": self.candidates}
+        return {"query": self.query, "candidates": self.candidates, "total": self.total}
 
 
 class PlaylistError(DeejaiError):
@@ -234,7 +235,7 @@ def error_from_code(code: int, message: str, data: Any = None) -> DeejaiError:
     err = Exception.__new__(cls)
     Exception.__init__(err, message)
     if isinstance(data, dict):
-        for key in ("candidates", "query", "path", "reason"):
+        for key in ("candidates", "query", "total", "path", "reason"):
             if key in data:
                 setattr(err, key, data[key])
     return err

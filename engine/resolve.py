@@ -277,4 +277,4 @@ def resolve_track(
     candidates = [
         {"id": int(e.record["id"]), "label": track_label(e.record)} for e in matches[:MAX_CANDIDATES]
     ]
-    raise AmbiguousTrackError(spec, candidates)
+    raise AmbiguousTrackError(spec, candidates, total=len(matches))
