@@ -1629,12 +1629,12 @@ class Client:
 
     # -- the Engine facade (same names, parameters and results)
     def scan(self, paths: Sequence[str] | None = None, workers: int | None = None,
-             retry_errors: bool = False) -> dict[str, Any]:
+             retry_errors: bool = False, patches: int | None = None) -> dict[str, Any]:
         """Start a scan in the daemon; returns ``{"job": id}`` (see ``Engine.scan``)."""
         if paths is not None:
             paths = [os.path.abspath(os.path.expanduser(os.fspath(p))) for p in paths]
         return self.call("library.scan", {"paths": paths, "workers": workers,
-                                          "retry_errors": retry_errors})
+                                          "retry_errors": retry_errors, "patches": patches})
 
     def scan_status(self, job: str | None = None) -> dict[str, Any]:
         """State of scan ``job`` (default: the latest); see ``Engine.scan_status``."""

@@ -402,11 +402,14 @@ def _model(model_name: str) -> Any:
     return cached[model_name]
 
 
-def analyse_file(path: str, model_name: str) -> Any:
-    """Task run in a worker: :func:`deejai.engine.analyse.analyse` with the worker's model."""
+def analyse_file(path: str, model_name: str, patches: int | None = None) -> Any:
+    """Task run in a worker: :func:`deejai.engine.analyse.analyse` with the worker's model.
+
+    ``patches`` is the ``k`` of :func:`~deejai.engine.analyse.analyse` (None: its default).
+    """
     from deejai.engine.analyse import analyse
 
-    return analyse(path, _model(model_name))
+    return analyse(path, _model(model_name), k=patches)
 
 
 # ------------------------------------------------------------------------------------ scanning
@@ -438,6 +441,7 @@ def scan(
     batch_size: int = 32,
     update_index: bool = True,
     on_result: Callable[[Any], None] | None = None,
+    patches: int | None = None,
 ) -> ScanSummary:
     """Bring ``library`` up to date with the audio files under ``roots``.
 
@@ -471,6 +475,9 @@ def scan(
     on_result : callable, optional
         ``on_result(analysis)`` with each :class:`~deejai.engine.analyse.TrackAnalysis` once it
         is committed (benchmarks read its ``timings_s``).
+    patches : int, optional
+        Patches analysed per track (None: :data:`deejai.engine.analyse.DEFAULT_PATCHES`;
+        0: every patch). Applies to the files this scan analyses.
 
     Returns
     -------
@@ -505,7 +512,8 @@ def scan(
         elif todo.work:
             _analyse_all(library, todo, summary, workers=workers, executor=executor,
                          model=model, on_progress=on_progress, should_stop=should_stop,
-                         batch_seconds=batch_seconds, batch_size=batch_size, on_result=on_result)
+                         batch_seconds=batch_seconds, batch_size=batch_size, on_result=on_result,
+                         patches=patches)
         elif on_progress is not None:
             on_progress(0, 0, 0, 0.0, 0.0)
         with library.transaction():
@@ -536,6 +544,7 @@ def _analyse_all(
     batch_seconds: float,
     batch_size: int,
     on_result: Callable[[Any], None] | None = None,
+    patches: int | None = None,
 ) -> None:
     work = todo.work
     is_new = {f.path for f in todo.new}
@@ -602,7 +611,7 @@ def _analyse_all(
                 if f is None:
                     exhausted = True
                     break
-                pending[executor.submit(analyse_file, f.path, model)] = f
+                pending[executor.submit(analyse_file, f.path, model, patches)] = f
             if not pending:
                 break
             finished, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)

@@ -258,6 +258,7 @@ class Engine:
         paths: Sequence[str] | None = None,
         workers: int | None = None,
         retry_errors: bool = False,
+        patches: int | None = None,
     ) -> dict[str, Any]:
         """Start a scan of ``paths`` in the background and return ``{"job": id}`` at once.
 
@@ -269,6 +270,11 @@ class Engine:
             Worker processes; default: the settings' ``workers`` or the number of CPU cores.
         retry_errors : bool
             Analyse again files that failed before even when they did not change.
+        patches : int, optional
+            Patches (~3 s windows) analysed per track: more is slower and closer to the whole
+            track; 0 analyses every patch. Default: the ``patches`` setting, else
+            :data:`deejai.engine.analyse.DEFAULT_PATCHES`. Tracks already in the library keep
+            their vectors until they change.
 
         Raises
         ------
@@ -284,6 +290,10 @@ class Engine:
             if not os.path.exists(root):
                 raise ConfigError(f"{root}: no such file or folder")
         n_workers = workers or int(self.settings.get("workers") or 0) or None
+        if patches is None and self.settings.get("patches") is not None:
+            patches = int(self.settings["patches"])
+        if patches is not None and (isinstance(patches, bool) or int(patches) < 0):
+            raise ConfigError(f"patches must be 0 (every patch) or more, not {patches!r}")
         with self._jobs_lock:
             for job in self._jobs.values():
                 if job.state == "running":
@@ -292,14 +302,16 @@ class Engine:
             self._jobs[job.job] = job
         job.thread = threading.Thread(
             target=self._run_scan,
-            args=(job, n_workers, bool(retry_errors)),
+            args=(job, n_workers, bool(retry_errors), patches),
             name=f"deejai-scan-{job.job}",
             daemon=True,
         )
         job.thread.start()
         return {"job": job.job}
 
-    def _run_scan(self, job: ScanJob, workers: int | None, retry_errors: bool) -> None:
+    def _run_scan(
+        self, job: ScanJob, workers: int | None, retry_errors: bool, patches: int | None = None
+    ) -> None:
         from deejai.engine.library import Library
         from deejai.engine.scan import scan as run_scan
 
@@ -333,6 +345,7 @@ class Engine:
                 model=self.model_name,
                 on_progress=on_progress,
                 should_stop=job.cancel.is_set,
+                patches=patches,
             )
             job.summary = summary.to_dict()
             job.state = "cancelled" if job.summary.get("cancelled") else "finished"

@@ -105,3 +105,17 @@ def test_engine_rejects_bad_playlist_parameters(music):
             engine.join(waypoints=ids[:1])
         with pytest.raises(PlaylistError, match="not a playlist"):
             engine.export({"entries": [{}]})
+
+
+def test_patches_per_track_reach_the_analysis(music):
+    import sqlite3
+
+    with Engine() as engine:
+        with pytest.raises(ConfigError, match="patches"):
+            engine.scan(paths=[str(music)], patches=-1)
+        out = _scan(engine, music, workers=1, patches=1)
+        assert out["status"]["state"] == "finished"
+        db = sqlite3.connect(engine.paths.library_file)
+        counts = {row[0] for row in db.execute("SELECT n_patches FROM vectors")}
+        db.close()
+        assert counts == {1}

@@ -83,11 +83,14 @@ def _wait(eng: Any, follower: _Follower, job: str, show: Any) -> dict[str, Any]:
               help="Worker processes (default: the 'workers' setting, else one per CPU core).")
 @click.option("--retry-errors", is_flag=True,
               help="Analyse again files that failed before, even if they did not change.")
+@click.option("-k", "--patches", type=click.IntRange(min=0), default=None, metavar="K",
+              help="Patches (~3 s each) analysed per track: fewer is faster, more is closer to "
+                   "the whole track; 0 = every patch (default: the 'patches' setting, else 32).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final scan status as JSON.")
 @click.pass_context
 def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_errors: bool,
-         quiet: bool, as_json: bool) -> None:
+         patches: int | None, quiet: bool, as_json: bool) -> None:
     """Scan music folders PATHS (default: the 'music_dirs' setting) into the library.
 
     The first scan analyses every audio file; later scans only look at new, changed, moved
@@ -106,7 +109,8 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
     try:
         # absolute paths: a daemon does not share this shell's working folder
         roots = [os.path.abspath(p) for p in paths] or None
-        job = eng.scan(paths=roots, workers=workers, retry_errors=retry_errors)["job"]
+        job = eng.scan(paths=roots, workers=workers, retry_errors=retry_errors,
+                       patches=patches)["job"]
         follower.start(job)
         live = not quiet and not as_json
         final = _follow(eng, follower, job, live)
