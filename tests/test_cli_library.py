@@ -96,7 +96,7 @@ def test_missing_folder_is_a_usage_error(tmp_path):
 
 def test_ctrl_c_cancels_and_commits(tmp_path, deejai_home):
     root = tmp_path / "many"
-    make_library(root, n=14, seconds=4.0)
+    make_library(root, n=40, seconds=6.0)  # long enough that a first batch lands mid-scan
     env = {**os.environ, "DEEJAI_NO_DAEMON": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "deejai.ui_cli.main", "scan", "-j", "1", str(root)],
@@ -115,7 +115,7 @@ def test_ctrl_c_cancels_and_commits(tmp_path, deejai_home):
                 n = lib.stats()["tracks"]
             if n >= 1:
                 break
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert proc.poll() is None, proc.communicate()
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)

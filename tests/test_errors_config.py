@@ -26,6 +26,8 @@ def test_error_codes_are_unique_and_in_the_server_range():
 
     for cls in walk(DeejaiError):
         assert -32099 <= cls.code <= -32000, cls
+        if "code" not in cls.__dict__:  # shares its parent's code on purpose
+            continue
         assert cls.code not in seen, (cls, seen.get(cls.code))
         seen[cls.code] = cls
 

@@ -328,6 +328,22 @@ if __name__ == "__main__":
 """
 
 
+def _rows(db: Path) -> int:
+    """Tracks committed so far (read-only, beside the scan's writer; 0 before the file exists)."""
+    import sqlite3
+
+    if not db.exists():
+        return 0
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM tracks").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:  # schema not created yet
+        return 0
+
+
 def _marked_processes(marker: str) -> list[psutil.Process]:
     out = []
     for proc in psutil.process_iter(["pid"]):
@@ -352,12 +368,21 @@ def test_kill_9_at_random_points_then_full_scan(tmp_path, corpus):
     db = tmp_path / "home" / "library.sqlite"
     rnd = random.Random(1234)
     killed = 0
+    total = len(list(root.rglob("*.mp3")))
     for attempt in range(3):
         marker = uuid.uuid4().hex
         env = {**os.environ, "DEEJAI_TEST_MARKER": marker, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen([sys.executable, str(runner), str(db), str(root)], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(1.0, 5.0))
+        # kill at a random point of the scan: once the library holds a random number of rows
+        # (those of earlier attempts count too), plus a random fraction of a batch
+        target = rnd.randint(1, total - 2)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _rows(db) >= target:
+                break
+            time.sleep(0.02)
+        time.sleep(rnd.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         killed += proc.wait(30) == -signal.SIGKILL  # not finished before the kill
         # the workers notice their parent is gone and exit: no orphans
