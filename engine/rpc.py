@@ -117,19 +117,6 @@ INTERNAL_ERROR = -32603
 BUILTIN_METHODS = ("engine.auth", "engine.ping", "engine.subscribe", "engine.unsubscribe",
                    "engine.shutdown")
 
-#: Fallback wire-name table, used when :mod:`deejai.engine.service` does not define one.
-_DEFAULT_RPC_METHODS: dict[str, str] = {
-    "library.scan": "scan",
-    "library.scan_status": "scan_status",
-    "library.cancel_scan": "cancel_scan",
-    "library.tracks": "tracks",
-    "library.track": "track",
-    "library.resolve": "resolve",
-    "playlist.join": "join",
-    "playlist.radio": "radio",
-    "playlist.export": "export",
-    "engine.status": "status",
-}
 
 def _plugin_rpc_methods(taken: set[str]) -> dict[str, Any]:
     """RPC methods plugins add (``register_rpc_methods``), minus names the engine already has.
@@ -812,10 +799,7 @@ class Server:
         self.tcp = tcp if isinstance(tcp, Address) or tcp is None else parse_address(tcp, tcp=True)
         self.token = token or secrets.token_urlsafe(32)
         if methods is None:
-            try:
-                from deejai.engine.service import RPC_METHODS as methods  # noqa: N811
-            except ImportError:  # pragma: no cover
-                methods = _DEFAULT_RPC_METHODS
+            from deejai.engine.service import RPC_METHODS as methods  # noqa: N811
         self.methods = {k: v for k, v in dict(methods).items() if k not in BUILTIN_METHODS}
         self.plugin_methods = _plugin_rpc_methods(set(self.methods) | set(BUILTIN_METHODS))
         self.max_line_bytes = int(max_line_bytes)

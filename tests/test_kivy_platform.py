@@ -278,3 +278,15 @@ def test_contract_home():
     assert vm.contract_home("/home/me", home="/home/me/") == "~"
     assert vm.contract_home("/home/meg/Music", home="/home/me") == "/home/meg/Music"
     assert os.path.expanduser(vm.contract_home(Path.home() / "x.m3u8")) == str(Path.home() / "x.m3u8")
+
+
+def test_app_opens_on_a_chosen_screen_and_the_tray_asks_for_join():
+    from deejai.plugins.tray.desktop import kivy_app_command
+    from deejai.ui_kivy.app import parse_args
+
+    assert parse_args([]).screen == "library"
+    assert parse_args(["--screen", "join"]).screen == "join"
+    with pytest.raises(SystemExit):
+        parse_args(["--screen", "nowhere"])
+    command = kivy_app_command("join")
+    assert command is not None and command[-2:] == ["--screen", "join"]

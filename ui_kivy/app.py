@@ -1,4 +1,4 @@
-"""The deejai Kivy app: ``deejai-kivy [--embedded] [--socket PATH]``.
+"""The deejai Kivy app: ``deejai-kivy [--embedded] [--socket PATH] [--screen join]``.
 
 Four screens (Library, Join the dots, Radio, Playlist) over one :class:`Backend`: the daemon
 on desktop (started as a child process when none answers), an in-process Engine with
@@ -33,6 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-start-daemon", dest="start_daemon", action="store_false",
                         help="do not start `deejai serve` when no daemon answers")
     parser.add_argument("--music", default=None, help="folder proposed in the Library screen")
+    parser.add_argument("--screen", default="library", choices=("library", "join", "radio"),
+                        help="the screen to open on (the tray's Join the dots... opens 'join')")
     parser.add_argument("--size", default=None, metavar="WxH", help="window size, e.g. 480x800")
     parser.add_argument("--debug", action="store_true", help="log engine calls")
     return parser.parse_args(list(argv) if argv is not None else None)
@@ -113,6 +115,8 @@ def build_app(args: argparse.Namespace) -> Any:
             if args.music:
                 folders.text = contract_home(plan.music_dir)
             self.root.ids.library.refresh()
+            if args.screen != "library":
+                self.go(args.screen)
 
         def on_stop(self) -> None:
             try:
