@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--work-dir", type=Path, default=None,
                     help="where the temporary library and links go (default: a new temp folder)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--patches", "-k", type=int, default=None,
+                    help="patches per track (default: the analysis default, DEFAULT_PATCHES)")
     args = ap.parse_args()
 
     from deejai.engine.index import open_index
@@ -91,7 +93,11 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     workers = args.workers or default_workers()
     lib = Library(work / "library.sqlite")
-    print(f"library {lib.path}; {workers} workers; {os.cpu_count()} CPU cores")
+    from deejai.engine.analyse import DEFAULT_PATCHES
+
+    k = DEFAULT_PATCHES if args.patches is None else args.patches
+    print(f"library {lib.path}; {workers} workers; {os.cpu_count()} CPU cores; "
+          f"{k or 'every'} patches per track")
 
     # ---------------------------------------------------------------- 1. first scan
     analyses = []
@@ -111,7 +117,8 @@ def main() -> None:
     sampler = RssSampler()
     sampler.start()
     t0 = time.monotonic()
-    s1 = scan(lib, [args.dir], workers=workers, on_progress=on_progress, on_result=analyses.append)
+    s1 = scan(lib, [args.dir], workers=workers, on_progress=on_progress, on_result=analyses.append,
+              patches=args.patches)
     wall = time.monotonic() - t0
     sampler.stop()
     done = s1.added + s1.updated + s1.errors
