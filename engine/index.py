@@ -84,6 +84,23 @@ def _normalise(x: np.ndarray, dim: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(l2_normalise(x, axis=1), dtype=np.float32)
 
 
+def _batch(ids: Any, vectors: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Check one ``add()`` batch: int64 ids (unique) and as many unit float32 vectors.
+
+    Raises
+    ------
+    ValueError
+        When the counts differ or an id repeats.
+    """
+    ids = _ids(ids)
+    vecs = _normalise(vectors, dim)
+    if len(ids) != len(vecs):
+        raise ValueError(f"{len(ids)} ids for {len(vecs)} vectors")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("duplicate ids in one add()")
+    return ids, vecs
+
+
 def _ids(ids: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).reshape(-1))
 
@@ -249,12 +266,7 @@ class NumpyIndex(VectorIndex):
         return self._ids.copy()
 
     def add(self, ids: Any, vectors: Any) -> None:
-        ids = _ids(ids)
-        vecs = _normalise(vectors, self.dim)
-        if len(ids) != len(vecs):
-            raise ValueError(f"{len(ids)} ids for {len(vecs)} vectors")
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError("duplicate ids in one add()")
+        ids, vecs = _batch(ids, vectors, self.dim)
         self.remove(ids)
         self._ids = np.concatenate([self._ids, ids])
         self._vectors = np.concatenate([self._vectors, vecs.reshape(len(ids), self.dim)])
@@ -372,12 +384,7 @@ class FaissIndex(VectorIndex):
         return self._index.index.reconstruct_n(0, n)
 
     def add(self, ids: Any, vectors: Any) -> None:
-        ids = _ids(ids)
-        vecs = _normalise(vectors, self.dim)
-        if len(ids) != len(vecs):
-            raise ValueError(f"{len(ids)} ids for {len(vecs)} vectors")
-        if len(np.unique(ids)) != len(ids):
-            raise ValueError("duplicate ids in one add()")
+        ids, vecs = _batch(ids, vectors, self.dim)
         if not len(ids):
             return
         vecs = vecs.reshape(len(ids), self.dim)

@@ -19,13 +19,37 @@ def new_seed() -> int:
     return random.SystemRandom().randrange(2**31)
 
 
-class JoinScreen(Screen):
+class _MakeScreen(Screen):
+    """A screen whose Make button sends ``Engine.<method>(**self.request())`` and shows the result."""
+
+    busy = BooleanProperty(False)
+    method = ""
+
+    def request(self) -> dict[str, Any] | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def make(self) -> None:
+        params = self.request()
+        if params is None:
+            return
+        self.busy = True
+        App.get_running_app().call(
+            self.method, **params, on_result=self._done,
+            on_error=lambda exc: setattr(self, "busy", False),
+        )
+
+    def _done(self, playlist: dict) -> None:
+        self.busy = False
+        App.get_running_app().show_playlist(playlist)
+
+
+class JoinScreen(_MakeScreen):
     """From, to and an optional via track; tracks between; "Drunk" (noise); Make.
 
     Sends ``Engine.join(waypoints=[from, (via,) to], n=..., noise=..., seed=...)``.
     """
 
-    busy = BooleanProperty(False)
+    method = "join"
 
     def request(self) -> dict[str, Any] | None:
         """The parameters of ``Engine.join`` for what the screen shows, or None with a message."""
@@ -42,27 +66,14 @@ class JoinScreen(Screen):
             "seed": new_seed(),
         }
 
-    def make(self) -> None:
-        params = self.request()
-        if params is None:
-            return
-        self.busy = True
-        App.get_running_app().call(
-            "join", **params, on_result=self._done, on_error=lambda exc: setattr(self, "busy", False)
-        )
 
-    def _done(self, playlist: dict) -> None:
-        self.busy = False
-        App.get_running_app().show_playlist(playlist)
-
-
-class RadioScreen(Screen):
+class RadioScreen(_MakeScreen):
     """A seed track; length; "Keep on" (lookback); "Drunk" (noise); Make.
 
     Sends ``Engine.radio(seeds=[seed], n=..., lookback=..., noise=..., seed=...)``.
     """
 
-    busy = BooleanProperty(False)
+    method = "radio"
 
     def request(self) -> dict[str, Any] | None:
         app = App.get_running_app()
@@ -77,19 +88,6 @@ class RadioScreen(Screen):
             "noise": round(float(self.ids.noise_slider.value), 3),
             "seed": new_seed(),
         }
-
-    def make(self) -> None:
-        params = self.request()
-        if params is None:
-            return
-        self.busy = True
-        App.get_running_app().call(
-            "radio", **params, on_result=self._done, on_error=lambda exc: setattr(self, "busy", False)
-        )
-
-    def _done(self, playlist: dict) -> None:
-        self.busy = False
-        App.get_running_app().show_playlist(playlist)
 
 
 Builder.load_file(kv_path("join.kv"))
