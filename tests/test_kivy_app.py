@@ -376,7 +376,7 @@ def xvfb() -> Iterator[dict[str, str]]:
     if missing:
         pytest.skip(missing)
     n = _free_display()
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1024x900x24", "-nolisten", "tcp"],
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1024x900x24", "-nolisten", "tcp", "-noreset"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while not Path(f"/tmp/.X11-unix/X{n}").exists():

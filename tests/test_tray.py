@@ -494,7 +494,7 @@ class XSession:
             if Path(f"/tmp/.X11-unix/X{num}").exists() or Path(f"/tmp/.X{num}-lock").exists():
                 continue
             proc = subprocess.Popen([XVFB, f":{num}", "-screen", "0", "480x320x24",
-                                     "-nolisten", "tcp"],
+                                     "-nolisten", "tcp", "-noreset"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 20
             while proc.poll() is None and time.monotonic() < deadline:
