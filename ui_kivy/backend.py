@@ -66,6 +66,17 @@ def _connection_lost(engine: Any, exc: BaseException) -> bool:
     return False
 
 
+
+def _release(unsubscribe: Any, engine: Any) -> None:
+    """Unsubscribe from ``engine``'s events and close it; a broken connection is not an error."""
+    for action in (unsubscribe, getattr(engine, "close", None)):
+        if action is None:
+            continue
+        try:
+            action()
+        except Exception:  # the connection may already be broken
+            log.debug("closing the engine failed", exc_info=True)
+
 class Backend:
     """The engine the app talks to, reached on worker threads.
 
@@ -223,13 +234,7 @@ class Backend:
                 return
             self._engine = None
             unsubscribe, self._unsubscribe = self._unsubscribe, None
-        for action in (unsubscribe, getattr(engine, "close", None)):
-            if action is None:
-                continue
-            try:
-                action()
-            except Exception:  # the connection is already broken
-                log.debug("closing a broken connection failed", exc_info=True)
+        _release(unsubscribe, engine)
         self._notify("disconnected", reason)
 
     def _notify(self, state: str, message: str) -> None:
@@ -273,13 +278,7 @@ class Backend:
             self._closed = True
             engine, self._engine = self._engine, None
             unsubscribe, self._unsubscribe = self._unsubscribe, None
-        for action in (unsubscribe, getattr(engine, "close", None)):
-            if action is None:
-                continue
-            try:
-                action()
-            except Exception:
-                log.debug("closing the engine failed", exc_info=True)
+        _release(unsubscribe, engine)
         self._executor.shutdown(wait=False, cancel_futures=True)
         proc, self._daemon = self._daemon, None
         if proc is not None and proc.poll() is None:
