@@ -6,38 +6,42 @@ The pipeline is the one the model card describes::
          --log_mel--> (frames, n_mels) float32
          --load_patches--> k patches (k, patch_frames, n_mels) float32
 
-Decoding uses libsndfile through :mod:`soundfile` (WAV, FLAC, OGG/Vorbis, Opus and, from
-libsndfile 1.1 on, MP3). Only what libsndfile cannot open (M4A/AAC, WMA, ...) falls back to
-:mod:`audioread`, which runs ffmpeg. Channels are averaged to mono and resampled with
-``soxr`` at quality ``"HQ"``, the same resampler and quality ``librosa.load`` uses by default
-(``res_type="soxr_hq"`` since librosa 0.10), so the front end matches the reference that
-musicnn's own extractor runs.
+Decoding goes through :mod:`deejai.engine.decode` (FFmpeg through PyAV on the desktop, with
+sample-exact MP3 windows; libsndfile, the standard library's WAV reader and audioread as
+fallbacks; MediaCodec on Android, ExtAudioFile on iOS). Channels are averaged to mono and
+resampled with ``soxr`` at quality ``"HQ"``, the same resampler and quality ``librosa.load``
+uses by default (``res_type="soxr_hq"`` since librosa 0.10), so the front end matches the
+reference that musicnn's own extractor runs; where soxr is missing (phones) a NumPy polyphase
+resampler takes its place (:mod:`deejai.engine.decode.resample`).
 
 The mel spectrogram matches ``librosa.feature.melspectrogram(y=y, sr=sr, n_fft=n_fft,
 hop_length=hop, n_mels=n_mels)`` (periodic Hann window, ``center=True`` with zero padding, which is
 librosa's default ``pad_mode="constant"`` since 0.10, power 2, Slaney mel scale and Slaney area
 normalisation) without importing librosa; the tests check it against librosa.
 
-Patches are decoded where they lie: when the decoder can seek (libsndfile can, sample
-accurately, also in MP3) only the samples a patch needs are decoded, with a short margin that
-the resampler needs, so a ten-minute track costs about what a three-minute one does.
+Patches are decoded where they lie: when the decoder can seek (sample accurately, also in MP3)
+only the samples a patch needs are decoded, with a short margin that the resampler needs, so a
+ten-minute track costs about what a three-minute one does.
 
-Nothing heavy is imported at module import time: :mod:`soundfile`, :mod:`soxr` and
-:mod:`audioread` load inside the functions that use them.
+Nothing heavy is imported at module import time: the decoders and :mod:`soxr` load when a file
+is opened.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-import stat
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from deejai.engine.errors import AudioError, EmptyAudioError, ModelError, UnsupportedFormatError
+from deejai.engine import decode as _decode
+from deejai.engine.decode import AudioInfo
+from deejai.engine.decode import resample as _resampling
+from deejai.engine.errors import AudioError, EmptyAudioError, ModelError
 
 __all__ = [
     "AudioInfo",
@@ -48,23 +52,19 @@ __all__ = [
     "compress",
     "patch_starts",
     "load_patches",
+    "load_pcm_patches",
+    "open_reader",
+    "AudioReader",
     "RESAMPLE_QUALITY",
+    "DEFAULT_PATCHES",
 ]
 
 #: soxr quality preset; ``librosa.load``'s default ``res_type="soxr_hq"`` uses the same.
-RESAMPLE_QUALITY = "HQ"
+RESAMPLE_QUALITY = _resampling.SOXR_QUALITY
 
 #: Extra audio decoded on each side of a window so the resampler's edge transient falls
 #: outside the samples kept (seconds). soxr "HQ" settles within a few milliseconds.
 _RESAMPLE_MARGIN_S = 0.05
-
-#: Audio decoded and thrown away before each seek target (seconds). After a seek, mpg123 may
-#: return a few wrong MPEG frames: a Layer III frame's data can start up to 511 bytes back in
-#: earlier frames (the bit reservoir, ISO/IEC 11172-3 2.4.3.4), which is up to ~5 frames at
-#: low bit rates, and the IMDCT overlaps the previous frame. Seeking 0.5 s (>= 19 frames of
-#: 1152 samples at 44.1 kHz) early and discarding it makes the kept samples equal those of a
-#: decode from the start; the tests check it on MP3s where a plain seek is wrong.
-_SEEK_PREROLL_S = 0.5
 
 #: A seekable file whose data ends this much earlier than its header says is "truncated".
 _TRUNCATION_TOLERANCE_S = 1.0
@@ -142,97 +142,8 @@ class _FrontEnd:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AudioInfo:
-    """What a file holds, read from its headers without decoding it all.
-
-    Attributes
-    ----------
-    path : str
-        The file.
-    sample_rate_hz : int
-        Native sample rate.
-    channels : int
-        Native channel count.
-    frames : int
-        Native samples per channel (from the header; libsndfile reads the exact count of an MP3
-        from its Xing/LAME header or by scanning frame headers).
-    duration_s : float
-        ``frames / sample_rate_hz``.
-    format : str
-        Container/codec as the decoder names it (``"MP3"``, ``"FLAC"``, ``"ffmpeg"``, ...).
-    decoder : str
-        ``"soundfile"`` (seekable) or ``"audioread"`` (decoded from the start).
-    """
-
-    path: str
-    sample_rate_hz: int
-    channels: int
-    frames: int
-    duration_s: float
-    format: str
-    decoder: str
-
-    @property
-    def seekable(self) -> bool:
-        return self.decoder == "soundfile"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 def _check_path(path: str | os.PathLike[str]) -> str:
-    """Raise a one-line :class:`AudioError` when ``path`` is not a readable, non-empty file."""
-    p = os.fspath(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise AudioError(p, "no such file") from None
-    except PermissionError:
-        raise AudioError(p, "permission denied") from None
-    except OSError as exc:
-        raise AudioError(p, f"cannot read: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise AudioError(p, "is a folder, not an audio file")
-    if not stat.S_ISREG(st.st_mode):
-        raise AudioError(p, "not a regular file")
-    if st.st_size == 0:
-        raise EmptyAudioError(p, "file is empty (0 bytes)")
-    if not os.access(p, os.R_OK):
-        raise AudioError(p, "permission denied")
-    return p
-
-
-def _open_soundfile(p: str):
-    """Open with libsndfile; ``None`` when libsndfile does not read this file."""
-    import soundfile as sf
-
-    try:
-        return sf.SoundFile(p)
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        return None
-    except PermissionError:
-        raise AudioError(p, "permission denied") from None
-
-
-@functools.lru_cache(maxsize=1)
-def _audioread_backends() -> tuple:
-    import audioread
-
-    return tuple(audioread.available_backends())
-
-
-def _audioread_open(p: str):
-    import audioread
-
-    try:
-        return audioread.audio_open(p, backends=_audioread_backends())
-    except (audioread.DecodeError, OSError, EOFError) as exc:
-        why = str(exc).strip().splitlines()[-1:] or [""]
-        detail = f" ({why[0]})" if why[0] else ""
-        raise UnsupportedFormatError(
-            p, f"not an audio file, or a format no decoder here reads{detail}"
-        ) from None
+    return _decode.check_path(path)
 
 
 def info(path: str | os.PathLike[str]) -> AudioInfo:
@@ -254,41 +165,26 @@ def info(path: str | os.PathLike[str]) -> AudioInfo:
     EmptyAudioError
         The file has 0 bytes or declares no samples.
     UnsupportedFormatError
-        Neither libsndfile nor ffmpeg (through audioread) reads it.
+        No decoder here reads it (:func:`deejai.engine.decode.open_source`).
     """
-    p = _check_path(path)
-    fh = _open_soundfile(p)
-    if fh is not None:
-        with fh:
-            out = AudioInfo(p, int(fh.samplerate), int(fh.channels), int(fh.frames),
-                            fh.frames / fh.samplerate, str(fh.format), "soundfile")
-    else:
-        with _audioread_open(p) as ar:
-            sr, ch = int(ar.samplerate), int(ar.channels)
-            dur = float(ar.duration or 0.0)
-            out = AudioInfo(p, sr, ch, int(round(dur * sr)), dur, "ffmpeg", "audioread")
-    if out.frames <= 0 and out.decoder == "soundfile":
-        raise EmptyAudioError(p, "the file holds no audio samples")
-    return out
+    with _decode.open_source(path) as source:
+        return source.info
 
 
 def _resample(y: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    if sr_in == sr_out or y.size == 0:
-        return np.ascontiguousarray(y, dtype=np.float32)
-    import soxr
-
-    return soxr.resample(y, sr_in, sr_out, quality=RESAMPLE_QUALITY).astype(np.float32, copy=False)
+    return _resampling.resample(y, sr_in, sr_out)
 
 
 def _target_length(native_frames: int, sr_in: int, sr_out: int) -> int:
-    """Samples soxr returns for ``native_frames`` input samples (it rounds to nearest)."""
-    if sr_in == sr_out:
-        return native_frames
-    return int(round(native_frames * sr_out / sr_in))
+    """Samples the resampler returns for ``native_frames`` input samples (rounded to nearest)."""
+    return _resampling.output_length(native_frames, sr_in, sr_out)
 
 
-class _Reader:
+class AudioReader:
     """Reads target-rate sample ranges ``[a, b)`` of one file, zeros outside the track.
+
+    Open one with :func:`open_reader`; ``info`` is the file's :class:`AudioInfo` and ``length``
+    its length in target-rate samples.
 
     For a seekable file each range is decoded from an aligned native position (a multiple of
     ``sr_in / gcd`` samples, which maps to an integer target sample) with a margin on both
@@ -296,57 +192,28 @@ class _Reader:
     float rounding. A non-seekable file is decoded once, whole.
     """
 
-    def __init__(self, path: str, sr_out: int):
+    def __init__(self, path: str, sr_out: int, *, backends: Any = None):
         self.path = path
         self.sr_out = sr_out
-        self._fh = _open_soundfile(path)
+        self.source = _decode.open_source(path, backends=backends)
+        self.info = self.source.info
         self._full: np.ndarray | None = None
-        if self._fh is not None:
-            self.info = AudioInfo(path, int(self._fh.samplerate), int(self._fh.channels),
-                                  int(self._fh.frames), self._fh.frames / self._fh.samplerate,
-                                  str(self._fh.format), "soundfile")
-            if self.info.frames <= 0:
-                self.close()
-                raise EmptyAudioError(path, "the file holds no audio samples")
+        if self.info.seekable:
             self.length = _target_length(self.info.frames, self.info.sample_rate_hz, sr_out)
-        else:
-            y, sr, ch = self._decode_audioread()
-            self._full = _resample(y, sr, sr_out)
+        else:  # decoded whole by the backend: resample it once
+            self._full = _resample(self.source.read(0, self.info.frames),
+                                   self.info.sample_rate_hz, sr_out)
             self.length = int(self._full.shape[0])
-            self.info = AudioInfo(path, sr, ch, int(y.shape[0]), y.shape[0] / sr, "ffmpeg",
-                                  "audioread")
         if self.length <= 0:
             self.close()
             raise EmptyAudioError(path, "the file decodes to no audio samples")
 
-    def _decode_audioread(self) -> tuple[np.ndarray, int, int]:
-        import audioread
-
-        chunks: list[np.ndarray] = []  # mono float32, downmixed buffer by buffer
-        rest = b""
-        try:
-            with _audioread_open(self.path) as ar:
-                sr, ch = int(ar.samplerate), max(1, int(ar.channels))
-                frame_bytes = 2 * ch  # audioread yields 16-bit little-endian interleaved PCM
-                for buf in ar:
-                    data = rest + bytes(buf)
-                    usable = len(data) - len(data) % frame_bytes
-                    rest = data[usable:]
-                    pcm = np.frombuffer(data[:usable], dtype="<i2").reshape(-1, ch)
-                    chunks.append(pcm.mean(axis=1, dtype=np.float32) / np.float32(32768.0))
-        except audioread.DecodeError as exc:
-            raise AudioError(self.path, f"decoding failed ({exc})") from None
-        y = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-        if y.shape[0] == 0:
-            raise EmptyAudioError(self.path, "the file decodes to no audio samples")
-        return y.astype(np.float32, copy=False), sr, ch
-
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        source = self.__dict__.pop("source", None)
+        if source is not None:
+            source.close()
 
-    def __enter__(self) -> "_Reader":
+    def __enter__(self) -> "AudioReader":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -354,17 +221,7 @@ class _Reader:
 
     def _read_native(self, start: int, stop: int) -> np.ndarray:
         """Mono float32 native samples ``[start, stop)`` (fewer if the data ends early)."""
-        import soundfile as sf
-
-        fh = self._fh
-        preroll = min(start, int(_SEEK_PREROLL_S * fh.samplerate))
-        try:
-            fh.seek(start - preroll)
-            x = fh.read(stop - start + preroll, dtype="float32", always_2d=True)[preroll:]
-        except (sf.LibsndfileError, RuntimeError) as exc:
-            raise AudioError(self.path, f"decoding failed at {start / fh.samplerate:.1f} s "
-                                        f"({exc})") from None
-        return x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
+        return self.source.read(start, stop)
 
     def read(self, a: int, b: int) -> np.ndarray:
         """Target-rate samples ``[a, b)``; indices outside ``[0, length)`` read as zeros."""
@@ -418,6 +275,37 @@ class _Reader:
         return y[: self.length]
 
 
+def open_reader(path: str | os.PathLike[str], sample_rate_hz: int) -> AudioReader:
+    """Open an audio file once for its info, its samples (at ``sample_rate_hz``) and its hash.
+
+    Returns
+    -------
+    AudioReader
+        A context manager; ``reader.info`` (:class:`AudioInfo`), ``reader.length`` (samples at
+        ``sample_rate_hz``), ``reader.read(a, b)`` (float32 mono samples ``[a, b)``, zeros
+        outside the track), ``reader.read_native(a, b)`` (native-rate samples).
+
+    Raises
+    ------
+    AudioError, EmptyAudioError, UnsupportedFormatError
+        As :func:`decode`.
+    """
+    return AudioReader(_check_path(path), int(sample_rate_hz))
+
+
+@contextlib.contextmanager
+def _reading(path: Any, sample_rate_hz: int, reader: AudioReader | None) -> Iterator[AudioReader]:
+    """``reader`` as is (left open), or ``path`` opened for the block."""
+    if reader is not None:
+        if reader.sr_out != sample_rate_hz:
+            raise ValueError(f"the reader decodes at {reader.sr_out} Hz, the card wants "
+                             f"{sample_rate_hz} Hz")
+        yield reader
+        return
+    with open_reader(path, sample_rate_hz) as opened:
+        yield opened
+
+
 def decode(
     path: str | os.PathLike[str],
     sample_rate_hz: int,
@@ -460,7 +348,7 @@ def decode(
     p = _check_path(path)
     if start_s < 0 or (duration_s is not None and duration_s < 0):
         raise ValueError("start_s and duration_s must be >= 0")
-    with _Reader(p, int(sample_rate_hz)) as reader:
+    with AudioReader(p, int(sample_rate_hz)) as reader:
         if start_s == 0 and duration_s is None:
             return reader.read_all(), reader.info
         a = int(round(start_s * sample_rate_hz))
@@ -677,6 +565,11 @@ def log_mel(y: np.ndarray, card: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
+#: Patches analysed per track when ``k`` is ``None`` (see ``benchmarks/patches.py`` for how it
+#: was chosen; re-exported as ``deejai.engine.analyse.DEFAULT_PATCHES``).
+DEFAULT_PATCHES = 32
+
+
 def patch_starts(n_frames: int, patch_frames: int, k: int | None) -> np.ndarray:
     """First frame of each patch: ``k`` spread evenly, or every non-overlapping patch.
 
@@ -687,8 +580,9 @@ def patch_starts(n_frames: int, patch_frames: int, k: int | None) -> np.ndarray:
     patch_frames : int
         Frames per patch.
     k : int or None
-        ``None`` or 0: all ``n_frames // patch_frames`` non-overlapping patches from frame 0,
-        as musicnn's extractor cuts them (``input_overlap=False``). Otherwise
+        ``None``: :data:`DEFAULT_PATCHES`. ``0``: all ``n_frames // patch_frames``
+        non-overlapping patches from frame 0, as musicnn's extractor cuts them
+        (``input_overlap=False``). Otherwise
         ``min(k, n_frames // patch_frames)`` patches whose starts are spread evenly from
         frame 0 to ``n_frames - patch_frames``, so the first patch is the intro and the last
         ends with the track; they never overlap. One patch (``k == 1``) sits in the middle.
@@ -698,7 +592,9 @@ def patch_starts(n_frames: int, patch_frames: int, k: int | None) -> np.ndarray:
     np.ndarray, int64, shape (k',)
         Increasing start frames; ``[0]`` when the track is shorter than one patch.
     """
-    if k is not None and k < 0:
+    if k is None:
+        k = DEFAULT_PATCHES
+    if k < 0:
         raise ValueError("k must be >= 0 or None")
     n_all = max(1, n_frames // patch_frames)
     if not k:
@@ -731,13 +627,14 @@ def load_patches(
     k: int | None = None,
     *,
     timings: dict[str, float] | None = None,
+    reader: "AudioReader | None" = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Decode a file and cut ``k`` log-mel patches spread over it.
 
     Each patch equals ``log_mel(y_full, card)[s:s + patch_frames]`` for a full decode
     ``y_full`` (to resampler rounding), but for a seekable file only the samples each patch
     needs are decoded: ``(patch_frames - 1) * hop + n_fft`` samples plus a 50 ms resampler
-    margin on each side and a 0.5 s pre-roll before each seek (see ``_SEEK_PREROLL_S``).
+    margin on each side (the decoder adds what it needs to seek exactly).
     Patches that touch are decoded together, up to 16 per read to bound memory.
 
     A track shorter than one patch gives one patch: its spectrogram repeated along time until
@@ -753,10 +650,14 @@ def load_patches(
         ``sample_rate_hz``, ``n_fft``, ``hop_length``, ``n_mels``, ``patch_frames``,
         ``compression``.
     k : int or None
-        Patches wanted; ``None`` or 0 for all non-overlapping patches (see :func:`patch_starts`).
+        Patches wanted; ``None`` for :data:`DEFAULT_PATCHES`, 0 for all non-overlapping patches
+        (see :func:`patch_starts`).
     timings : dict, optional, keyword-only
         When given, seconds spent are added to its ``"decode"`` (open, read, decode,
         resample) and ``"mel"`` (STFT, filter bank, compression) keys.
+    reader : AudioReader, optional, keyword-only
+        The file already opened with :func:`open_reader` at the card's rate (it stays open);
+        ``path`` is then ignored.
 
     Returns
     -------
@@ -775,11 +676,10 @@ def load_patches(
         is reported as truncated.
     """
     fe = _FrontEnd.of(card)
-    p = _check_path(path)
     sr, hop, n_fft, P = fe.sample_rate_hz, fe.hop_length, fe.n_fft, fe.patch_frames
     t_decode = t_mel = 0.0
     t0 = time.perf_counter()
-    with _Reader(p, sr) as reader:
+    with _reading(path, sr, reader) as reader:
         n = reader.length
         duration_s = n / sr
         n_frames = 1 + n // hop
@@ -815,4 +715,92 @@ def load_patches(
     if timings is not None:
         timings["decode"] = timings.get("decode", 0.0) + t_decode
         timings["mel"] = timings.get("mel", 0.0) + t_mel
+    return patches, (starts * hop / sr).astype(np.float32), float(duration_s)
+
+
+def load_pcm_patches(
+    path: str | os.PathLike[str],
+    card: Any,
+    k: int | None = None,
+    *,
+    timings: dict[str, float] | None = None,
+    reader: AudioReader | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Decode a file and cut ``k`` PCM patches for a model that computes its own log-mel.
+
+    The patches sit where :func:`load_patches` puts its log-mel patches (:func:`patch_starts`),
+    and patch ``m`` holds the samples the model's in-graph STFT needs for its frames
+    ``s_m .. s_m + patch_frames - 1``: ``[s_m * hop + offset, ... + patch_samples)`` with the
+    card's ``patch_offset_samples`` (``-n_fft / 2``: centred frames) and ``patch_samples``
+    (``(patch_frames + 1) * hop`` for musicnn), zeros before the start and after the end of the
+    track, as a centred STFT of the whole track sees them. Only those windows are decoded and
+    resampled; patches that touch are decoded together, up to 16 per read.
+
+    A track shorter than one patch gives one patch: its samples repeated until they fill the
+    patch (after the leading ``-offset`` zeros), the PCM counterpart of musicnn's
+    ``repeat-pad`` (the card's ``pad_short: "repeat"``; ``"zeros"`` pads silence).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    card : ModelCard or mapping
+        ``sample_rate_hz``, ``hop_length``, ``n_fft``, ``patch_frames``, ``patch_samples``,
+        ``patch_offset_samples``, ``pad_short``.
+    k : int or None
+        Patches wanted; ``None`` for :data:`DEFAULT_PATCHES`, 0 for all non-overlapping patches.
+    timings : dict, optional, keyword-only
+        Seconds spent are added to its ``"decode"`` key (open, read, decode, resample).
+    reader : AudioReader, optional, keyword-only
+        The file already opened with :func:`open_reader` (left open); ``path`` is then ignored.
+
+    Returns
+    -------
+    patches : np.ndarray, float32, shape (k', patch_samples)
+    starts_s : np.ndarray, float32, shape (k',)
+        Time of each patch's first frame centre (seconds from the start of the track).
+    duration_s : float
+
+    Raises
+    ------
+    AudioError, EmptyAudioError, UnsupportedFormatError
+        As :func:`decode`.
+    ModelError
+        The card has no ``patch_samples``.
+    """
+    fe = _FrontEnd.of(card)
+    samples = _card(card, "patch_samples")
+    if not samples:
+        raise ModelError("the card has no 'patch_samples' (it is not a PCM-input model)")
+    samples = int(samples)
+    offset = int(_card(card, "patch_offset_samples", -(fe.n_fft // 2)))
+    sr, hop, P = fe.sample_rate_hz, fe.hop_length, fe.patch_frames
+    t0 = time.perf_counter()
+    with _reading(path, sr, reader) as reader:
+        n = reader.length
+        duration_s = n / sr
+        n_frames = 1 + n // hop
+        if n_frames < P:
+            y = reader.read_all()
+            lead = max(0, -offset)
+            if fe.pad_short == "zeros":
+                body = y
+            else:
+                body = np.tile(y, -(-(samples - lead) // max(1, y.shape[0])))
+            patch = np.zeros(samples, dtype=np.float32)
+            take = min(samples - lead, body.shape[0])
+            patch[lead:lead + take] = body[:take]
+            patches = patch[None]
+            starts = np.zeros(1, dtype=np.int64)
+        else:
+            starts = patch_starts(n_frames, P, k)
+            patches = np.empty((len(starts), samples), dtype=np.float32)
+            for i, j in _regions(starts, P, _PATCHES_PER_READ):
+                a = int(starts[i]) * hop + offset
+                b = int(starts[j - 1]) * hop + offset + samples
+                y = reader.read(a, b)
+                for m in range(i, j):
+                    s = int(starts[m]) * hop + offset - a
+                    patches[m] = y[s:s + samples]
+    if timings is not None:
+        timings["decode"] = timings.get("decode", 0.0) + time.perf_counter() - t0
     return patches, (starts * hop / sr).astype(np.float32), float(duration_s)
