@@ -3,9 +3,12 @@
 This is the unit of work the scan's worker pool runs::
 
     analyse(path, model, k=None)
-        mutagen          -> tags (title, artist, album, albumartist, genre, year, tracknumber)
-        audio.load_patches -> k log-mel patches spread over the track
-        model.predict    -> per-patch embeddings and tag probabilities
+        audio.open_reader      -> one open of the file: info, patch windows, PCM hash
+        audio.load_pcm_patches -> k PCM patches spread over the track (a PCM-input model,
+                                  whose graph computes the log-mel), or
+        audio.load_patches     -> k log-mel patches (a log-mel-input model)
+        model.predict          -> per-patch embeddings and tag probabilities
+        mutagen                -> tags (title, artist, album, albumartist, genre, year, tracknumber)
         mean + L2 norm   -> track vector; first/last patch -> intro/outro vectors
 
 Broken tags never stop the analysis (the tags are then ``{}``); a file that cannot be decoded
@@ -16,7 +19,9 @@ track; see :func:`audio_hash`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import re
 import time
@@ -26,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from deejai.engine import audio as _audio
+from deejai.engine import decode as _decode
 from deejai.engine.catalogue import l2_normalise
+from deejai.engine.decode.mpeg import tag_span as _mp3_audio_span
 from deejai.engine.errors import AudioError
 
 __all__ = [
@@ -40,16 +47,8 @@ __all__ = [
     "TAG_KEYS",
 ]
 
-#: Patches analysed per track when ``k`` is not given: the smallest k of 4, 8, 16, 32, 64
-#: whose track vectors keep >= 95 % of each track's top-5 neighbours under all-patch vectors,
-#: as ``benchmarks/patches.py`` measured on a corpus of game soundtracks. On 44 tracks (every
-#: 2nd file; 105 patches per track) top-5 overlap was 0.60 / 0.86 / 0.90 / 0.96 / 0.99 and the
-#: mean cosine to the all-patch vector 0.931 / 0.985 / 0.992 / 0.9987 / 0.9996 for
-#: k = 4 / 8 / 16 / 32 / 64, while a second all-patch analysis shifted by half a patch reached
-#: only 0.927 overlap (cosine 0.9945): k = 32 is within the measure's own noise. (All 88
-#: tracks: overlap 0.53 / 0.73 / 0.82 / 0.91 for k = 4..32.) A track with fewer than 32
-#: non-overlapping patches (under ~96 s) is analysed whole.
-DEFAULT_PATCHES = 32
+#: Patches analysed per track when ``k`` is None (defined with the front end, in ``audio``).
+DEFAULT_PATCHES = _audio.DEFAULT_PATCHES
 
 #: The tags read from a file (``absent`` = unknown); ``year`` and ``tracknumber`` are ints.
 TAG_KEYS = ("title", "artist", "album", "albumartist", "genre", "year", "tracknumber")
@@ -183,96 +182,37 @@ def read_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _syncsafe(b: bytes) -> int:
-    return (b[0] & 0x7F) << 21 | (b[1] & 0x7F) << 14 | (b[2] & 0x7F) << 7 | (b[3] & 0x7F)
-
-
-def _mp3_audio_span(fh, size: int) -> tuple[int, int]:
-    """Byte range ``[start, end)`` of an MP3 file without its ID3v2, APEv2, Lyrics3 and ID3v1 tags.
-
-    Tag layouts: ID3v2.4 section 3.1 (10-byte header, syncsafe size, footer flag 0x10 adds a
-    10-byte footer; an appended tag ends with a ``3DI`` footer), APEv2 (32-byte ``APETAGEX``
-    footer whose size counts the items and the footer; flag bit 31 adds a 32-byte header),
-    Lyrics3v2 (``LYRICS200`` preceded by a 6-digit size) and ID3v1 (the last 128 bytes start
-    with ``TAG``).
-    """
-    start = 0
-    while start + 10 <= size:  # one or more ID3v2 tags at the start
-        fh.seek(start)
-        head = fh.read(10)
-        if head[:3] != b"ID3" or head[3] == 0xFF or head[4] == 0xFF:
-            break
-        start += 10 + _syncsafe(head[6:10]) + (10 if head[5] & 0x10 else 0)
-    end = size
-    tail_len = min(size, 128 + 32 + 32 + 15 + 1024)
-    fh.seek(size - tail_len)
-    tail = fh.read(tail_len)
-    changed = True
-    while changed and end > start:
-        changed = False
-        rel = end - (size - tail_len)  # position of ``end`` in ``tail``
-        if rel >= 128 and tail[rel - 128:rel - 125] == b"TAG":
-            end -= 128
-            changed = True
-            continue
-        if rel >= 32 and tail[rel - 32:rel - 24] == b"APETAGEX":
-            ape_size = int.from_bytes(tail[rel - 20:rel - 16], "little")
-            flags = int.from_bytes(tail[rel - 12:rel - 8], "little")
-            end -= ape_size + (32 if flags & 0x80000000 else 0)
-            changed = True
-        elif rel >= 15 and tail[rel - 9:rel] == b"LYRICS200" and tail[rel - 15:rel - 9].isdigit():
-            end -= int(tail[rel - 15:rel - 9]) + 15
-            changed = True
-        elif rel >= 10 and tail[rel - 10:rel - 7] == b"3DI":
-            end -= 20 + _syncsafe(tail[rel - 4:rel])
-            changed = True
-        if changed and end < size - tail_len:  # a tag larger than the tail we read: stop
-            break
-    return start, max(start, end)
-
-
-def _pcm_hash(path: str, info: _audio.AudioInfo) -> "hashlib.blake2b":
-    """blake2b over int16 native-rate PCM: three 5 s windows (start, middle, end) when the
-    decoder can seek, else the first 30 s; plus the rate, channels and length."""
+def _content_hash(path: str, source: Any) -> "hashlib.blake2b":
+    """blake2b over what the decoder backend sees of the audio stream (see :func:`audio_hash`)."""
     h = hashlib.blake2b(digest_size=_HASH_BYTES)
-    h.update(f"pcm:{info.sample_rate_hz}:{info.channels}:{info.frames}".encode())
-    if info.seekable:
-        import soundfile as sf
-
-        win = int(5 * info.sample_rate_hz)
-        with sf.SoundFile(path) as fh:
-            for pos in sorted({0, max(0, info.frames // 2 - win // 2), max(0, info.frames - win)}):
-                fh.seek(pos)
-                h.update(np.ascontiguousarray(fh.read(win, dtype="int16")).tobytes())
-    else:
-        with _audio._audioread_open(path) as ar:
-            want = 30 * ar.samplerate * max(1, ar.channels) * 2
-            got = 0
-            for buf in ar:
-                h.update(buf[: want - got])
-                got += len(buf)
-                if got >= want:
-                    break
+    source.content_digest(h)
     return h
 
 
-def audio_hash(path: str | os.PathLike[str], info: _audio.AudioInfo | None = None) -> str:
+def audio_hash(path: str | os.PathLike[str], info: _audio.AudioInfo | None = None, *,
+               reader: _audio.AudioReader | None = None) -> str:
     """Hash the audio content of a file so that re-tagging it keeps the hash.
 
-    - MP3 (libsndfile says so): blake2b of the bytes between the leading ID3v2 tag(s) and the
+    - MP3 (the decoder says so): blake2b of the bytes between the leading ID3v2 tag(s) and the
       trailing APEv2 / Lyrics3v2 / ID3v1 tags, i.e. the MPEG frames exactly as stored.
     - FLAC with an MD5 in STREAMINFO (every encoder writes it): that MD5 of the decoded audio
       (FLAC format specification, STREAMINFO), hashed again with blake2b.
-    - Anything else (WAV, OGG, M4A, ...): blake2b of the decoded int16 PCM at the native rate
-      of three 5 s windows (start, middle, end), or of the first 30 s when the file can only be
-      decoded from the start (ffmpeg), plus the sample rate, channels and length. Tags live
-      outside the audio stream in these containers, so tag edits do not change it.
+    - Anything else (WAV, OGG, M4A, ...): what the decoder backend reads of the audio stream
+      (:meth:`deejai.engine.decode.Source.content_digest`): with FFmpeg (PyAV) the bytes of the
+      audio packets of the first 30 s, as the container stores them; with libsndfile the int16
+      PCM of three 5 s windows (start, middle, end); otherwise the PCM of those windows as
+      16-bit integers. The codec, sample rate, channels and length are hashed too. Tags live
+      outside the audio packets in these containers, so tag edits do not change it; the hash of
+      such a file depends on the decoder backend that reads it.
 
     Parameters
     ----------
     path : str or PathLike
     info : AudioInfo, optional
         The file's :func:`deejai.engine.audio.info`, when already known.
+    reader : AudioReader, optional, keyword-only
+        The file opened by :func:`deejai.engine.audio.open_reader`; its decoder is reused for
+        the PCM hash instead of opening the file again.
 
     Returns
     -------
@@ -285,36 +225,48 @@ def audio_hash(path: str | os.PathLike[str], info: _audio.AudioInfo | None = Non
         The file cannot be read or decoded.
     """
     p = os.fspath(path)
-    info = info or _audio.info(p)
-    try:
-        if info.format.upper() == "MP3":
-            h = hashlib.blake2b(digest_size=_HASH_BYTES)
-            h.update(b"mp3:")
-            with open(p, "rb") as fh:
-                start, end = _mp3_audio_span(fh, os.fstat(fh.fileno()).st_size)
-                fh.seek(start)
-                left = end - start
-                while left > 0:
-                    chunk = fh.read(min(_CHUNK, left))
-                    if not chunk:
-                        break
-                    h.update(chunk)
-                    left -= len(chunk)
-            return h.hexdigest()
-        if info.format.upper() == "FLAC":
-            try:
-                from mutagen.flac import FLAC
-
-                md5 = FLAC(p).info.md5_signature
-            except Exception:
-                md5 = 0
-            if md5:
+    with contextlib.ExitStack() as stack:
+        source = reader.source if reader is not None else None
+        if info is None or (source is None and info.format.upper() not in ("MP3", "FLAC")):
+            if source is None:
+                source = stack.enter_context(_decode.open_source(p))
+            info = source.info
+        try:
+            if info.format.upper() == "MP3":
                 h = hashlib.blake2b(digest_size=_HASH_BYTES)
-                h.update(b"flac-md5:" + md5.to_bytes(16, "big"))
+                h.update(b"mp3:")
+                data = getattr(source, "data", None)
+                if data is not None:  # the decoder already holds the file's bytes
+                    start, end = _mp3_audio_span(io.BytesIO(data), len(data))
+                    h.update(memoryview(data)[start:end])
+                    return h.hexdigest()
+                with open(p, "rb") as fh:
+                    start, end = _mp3_audio_span(fh, os.fstat(fh.fileno()).st_size)
+                    fh.seek(start)
+                    left = end - start
+                    while left > 0:
+                        chunk = fh.read(min(_CHUNK, left))
+                        if not chunk:
+                            break
+                        h.update(chunk)
+                        left -= len(chunk)
                 return h.hexdigest()
-        return _pcm_hash(p, info).hexdigest()
-    except OSError as exc:
-        raise AudioError(p, f"cannot read: {exc.strerror or exc}") from None
+            if info.format.upper() == "FLAC":
+                try:
+                    from mutagen.flac import FLAC
+
+                    md5 = FLAC(p).info.md5_signature
+                except Exception:
+                    md5 = 0
+                if md5:
+                    h = hashlib.blake2b(digest_size=_HASH_BYTES)
+                    h.update(b"flac-md5:" + md5.to_bytes(16, "big"))
+                    return h.hexdigest()
+            if source is None:
+                source = stack.enter_context(_decode.open_source(p))
+            return _content_hash(p, source).hexdigest()
+        except OSError as exc:
+            raise AudioError(p, f"cannot read: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,19 +302,20 @@ def analyse(path: str | os.PathLike[str], model: Any, *, k: int | None = None) -
     """
     t_start = time.perf_counter()
     p = os.path.abspath(os.fspath(path))
-    info = _audio.info(p)  # raises the AudioError family for bad paths and non-audio
-    st = os.stat(p)
     card = model.card
     timings: dict[str, float] = {"decode": 0.0, "mel": 0.0}
-    patches, starts_s, duration_s = _audio.load_patches(
-        p, card, DEFAULT_PATCHES if k is None else k, timings=timings
-    )
-    t0 = time.perf_counter()
-    out = model.predict(patches)
-    t_inf = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    # one open of the file serves its info, the patch windows and (for non-MP3) the PCM hash
+    with _audio.open_reader(p, card.sample_rate_hz) as reader:
+        info = reader.info
+        st = os.stat(p)
+        load = (_audio.load_pcm_patches if card.input_kind == "pcm" else _audio.load_patches)
+        patches, starts_s, duration_s = load(p, card, k, timings=timings, reader=reader)
+        t0 = time.perf_counter()
+        out = model.predict(patches)
+        t_inf = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        digest = audio_hash(p, info, reader=reader)
     tags = read_tags(p)
-    digest = audio_hash(p, info)
     t_hash = time.perf_counter() - t0
     emb = np.asarray(out["embedding"], dtype=np.float32)
     probs = np.asarray(out["tags"], dtype=np.float32)

@@ -50,6 +50,11 @@ __all__ = [
     "BACKENDS",
     "backend_order",
     "current_platform",
+    "choose_variant",
+    "time_variant",
+    "has_int8_dot_product",
+    "cpu_features",
+    "AUTO_VARIANT",
 ]
 
 CARD_FILE = "card.json"
@@ -106,6 +111,22 @@ class ModelCard:
         How audio shorter than one patch is padded (``"repeat"`` or ``"zeros"``).
     dynamic_batch : bool
         Whether the batch dimension can be resized.
+    input_kind : str
+        ``"log_mel"``: the model reads compressed log-mel patches ``(batch, patch_frames,
+        n_mels)`` made by :mod:`deejai.engine.audio`; ``"pcm"``: it reads mono samples
+        ``(batch, patch_samples)`` at ``sample_rate_hz`` and computes the log-mel itself (the
+        STFT/mel fields then describe the in-graph front end).
+    patch_samples : int or None
+        Samples per input patch of a ``"pcm"`` model (``(patch_frames + 1) * hop_length`` for
+        musicnn's centred frames).
+    patch_offset_samples : int
+        Where a PCM patch starts relative to the centre of its first STFT frame (``-n_fft/2``).
+    variants : dict of str to dict
+        The model files, by variant name (e.g. ``"int8"``, ``"fp32"``): ``{"file": ...,
+        "sha256": ...}``. A card without ``variants`` has one, ``"default"``: ``model.tflite``
+        with the card's ``sha256``.
+    default_variant : str
+        The variant used when none is chosen.
     extra : dict
         Every other field of ``card.json``, kept as read.
     """
@@ -134,6 +155,11 @@ class ModelCard:
     patch_hop_frames: int | None = None
     pad_short: str = "repeat"
     dynamic_batch: bool = True
+    input_kind: str = "log_mel"
+    patch_samples: int | None = None
+    patch_offset_samples: int = 0
+    variants: dict = field(default_factory=dict)
+    default_variant: str = "default"
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     #: Fields ``card.json`` must have, with the type each must have.
@@ -163,8 +189,28 @@ class ModelCard:
 
     @property
     def model_file(self) -> Path:
-        """Path of ``model.tflite`` in the model folder."""
-        return self.folder / MODEL_FILE
+        """Path of the default variant's file (``model.tflite``) in the model folder."""
+        return self.variant_file(self.default_variant)
+
+    def variant_file(self, variant: str) -> Path:
+        """Path of a variant's ``.tflite`` file.
+
+        Raises
+        ------
+        ModelError
+            The card has no such variant.
+        """
+        if variant not in self.variants:
+            raise ModelError(f"{self.name} has no variant {variant!r} "
+                             f"(it has {', '.join(self.variants)})")
+        return self.folder / self.variants[variant]["file"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input patch: ``(patch_frames, n_mels)`` or ``(patch_samples,)``."""
+        if self.input_kind == "pcm":
+            return (int(self.patch_samples),)
+        return (self.patch_frames, self.n_mels)
 
     @property
     def embedding_dim(self) -> int:
@@ -229,10 +275,29 @@ class ModelCard:
         if not isinstance(inp.get("name"), str):
             raise ModelError(f"{where}: 'input' has no tensor 'name'")
         sha = data["sha256"].lower()
-        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        if not _is_sha256(sha):
             raise ModelError(f"{where}: 'sha256' is not a hex SHA-256 digest")
+        input_kind = str(inp.get("kind", "log_mel"))
+        if input_kind not in ("log_mel", "pcm"):
+            raise ModelError(f"{where}: 'input.kind' must be 'log_mel' or 'pcm', got {input_kind!r}")
+        patch_samples = data.get("patch_samples")
+        if input_kind == "pcm" and (not isinstance(patch_samples, int) or patch_samples <= 0):
+            raise ModelError(f"{where}: a 'pcm' model needs a positive integer 'patch_samples'")
+        variants = data.get("variants") or {"default": {"file": MODEL_FILE, "sha256": sha}}
+        if not isinstance(variants, Mapping) or not variants:
+            raise ModelError(f"{where}: 'variants' must be an object of variant -> file")
+        for vname, spec in variants.items():
+            if (not isinstance(spec, Mapping) or not isinstance(spec.get("file"), str)
+                    or not _is_sha256(str(spec.get("sha256", "")).lower())
+                    or os.path.basename(spec["file"]) != spec["file"]):
+                raise ModelError(f"{where}: variant {vname!r} needs a plain 'file' name and a "
+                                 "hex 'sha256'")
+        default_variant = str(data.get("default_variant") or next(iter(variants)))
+        if default_variant not in variants:
+            raise ModelError(f"{where}: 'default_variant' {default_variant!r} is not a variant")
         known = set(cls.REQUIRED) | {
             "fmin_hz", "fmax_hz", "patch_hop_frames", "pad_short", "dynamic_batch",
+            "patch_samples", "patch_offset_samples", "variants", "default_variant",
         }
         return cls(
             name=data["name"],
@@ -259,8 +324,19 @@ class ModelCard:
             patch_hop_frames=int(data.get("patch_hop_frames") or data["patch_frames"]),
             pad_short=str(data.get("pad_short", "repeat")),
             dynamic_batch=bool(data.get("dynamic_batch", True)),
+            input_kind=input_kind,
+            patch_samples=int(patch_samples) if input_kind == "pcm" else None,
+            patch_offset_samples=int(data.get("patch_offset_samples",
+                                              -(data["n_fft"] // 2) if input_kind == "pcm" else 0)),
+            variants={k: {"file": str(v["file"]), "sha256": str(v["sha256"]).lower()}
+                      for k, v in variants.items()},
+            default_variant=default_variant,
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
@@ -415,7 +491,7 @@ class Backend(ABC):
 
         Parameters
         ----------
-        batch : ndarray, float32, C-contiguous, shape (b, frames, mels)
+        batch : ndarray, float32, C-contiguous, shape (b, *card.input_shape)
             ``b`` is ``input_shape[0]`` for a fixed-batch model, any ``b >= 1`` otherwise.
 
         Returns
@@ -700,6 +776,10 @@ def _open_backend(model_path: Path, threads: int, backend: str | None) -> Backen
 # --------------------------------------------------------------------------------------------
 
 
+#: ``Model(variant=...)`` values besides a card's variant names.
+AUTO_VARIANT = "auto"
+
+
 class Model:
     """A model folder loaded into a TFLite interpreter.
 
@@ -715,6 +795,10 @@ class Model:
     backend : str, optional
         Force one backend (``"litert"``, ``"tflite_runtime"``, ``"tensorflow"``,
         ``"android"``, ``"ios"``); default: the first importable for this platform.
+    variant : str, optional
+        Which of the card's model files to run (``"int8"``, ``"fp32"``, ...). ``None`` or
+        ``"auto"``: the faster one on this machine, see :func:`choose_variant` (for a card with
+        one file, that file).
 
     Attributes
     ----------
@@ -722,57 +806,65 @@ class Model:
     backend : Backend
     batch_size : int
         The batch size actually used.
+    variant : str
+        The variant loaded.
 
     Raises
     ------
     ModelError
-        Missing folder, invalid card, missing ``model.tflite``, sha256 mismatch, a file the
-        runtime cannot load, tensors that disagree with the card, or an unknown backend name.
+        Missing folder, invalid card, missing ``.tflite`` file, sha256 mismatch, a file the
+        runtime cannot load, tensors that disagree with the card, an unknown backend or
+        variant name.
     BackendUnavailableError
         No TFLite runtime can be imported (the message names the pip package to install).
     """
 
     def __init__(
         self,
-        name_or_path: str | os.PathLike[str] = "msd-musicnn",
+        name_or_path: str | os.PathLike[str] | None = None,
         *,
         threads: int = 1,
         batch_size: int = 16,
         backend: str | None = None,
+        variant: str | None = None,
     ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ModelError(f"batch_size must be a positive integer, got {batch_size!r}")
         if not isinstance(threads, int) or (threads < 1 and threads != -1):
             raise ModelError(f"threads must be >= 1 (or -1 for the runtime's choice), got {threads!r}")
-        self.card = load_card(name_or_path)
-        path = self.card.model_file
+        self.card = load_card(name_or_path if name_or_path is not None else _default_model())
+        if variant in (None, AUTO_VARIANT):
+            variant = choose_variant(self.card, threads=threads, backend=backend)
+        path = self.card.variant_file(variant)
         if not path.is_file():
             raise ModelError(f"{path}: model file missing")
         digest = file_sha256(path)
-        if digest != self.card.sha256:
+        expected = self.card.variants[variant]["sha256"]
+        if digest != expected:
             raise ModelError(
-                f"{path}: sha256 {digest[:12]}… does not match the card's {self.card.sha256[:12]}…"
+                f"{path}: sha256 {digest[:12]}… does not match the card's {expected[:12]}…"
                 " (corrupt or replaced file)"
             )
+        self.variant = variant
         self.backend = _open_backend(path, threads, backend)
-        self._check_tensors()
+        self._check_tensors(path)
         fixed = self.backend.input_shape[0]
         self.batch_size = batch_size if fixed == -1 else int(fixed)
         self._fixed_batch = fixed != -1
 
-    def _check_tensors(self) -> None:
+    def _check_tensors(self, path: Path) -> None:
         card, shape = self.card, self.backend.input_shape
-        if tuple(shape[1:]) != (card.patch_frames, card.n_mels):
+        if tuple(shape[1:]) != card.input_shape:
             raise ModelError(
-                f"{card.model_file}: input shape {list(shape)} does not match the card's "
-                f"(batch, {card.patch_frames}, {card.n_mels})"
+                f"{path}: input shape {list(shape)} does not match the card's "
+                f"(batch, {', '.join(str(d) for d in card.input_shape)})"
             )
         names = getattr(self.backend, "output_names", None)
         if names is not None:
             absent = [t for t in card.output_tensors.values() if t not in names]
             if absent:
                 raise ModelError(
-                    f"{card.model_file}: no output tensor {absent[0]!r} (has {', '.join(names)})"
+                    f"{path}: no output tensor {absent[0]!r} (has {', '.join(names)})"
                 )
 
     @property
@@ -786,19 +878,21 @@ class Model:
         return self.card.embedding_dim
 
     def predict(self, patches: np.ndarray) -> dict[str, np.ndarray]:
-        """Run the model on log-mel patches.
+        """Run the model on input patches.
 
         Parameters
         ----------
-        patches : array_like, float32, shape (n, patch_frames, n_mels)
-            Compressed log-mel patches as the card describes (e.g. ``(n, 187, 96)``); ``n`` may
-            be 0.
+        patches : array_like, float32
+            ``(n, *card.input_shape)``: compressed log-mel patches ``(n, patch_frames,
+            n_mels)`` (e.g. ``(n, 187, 96)`` for msd-musicnn), or for a ``"pcm"`` model mono
+            samples ``(n, patch_samples)`` at ``card.sample_rate_hz`` (``(n, 48128)`` for
+            msd-musicnn-v2); ``n`` may be 0.
 
         Returns
         -------
         dict of str to ndarray
             For every card output, float32 ``(n, size)``: ``"embedding"`` ``(n, 200)`` and
-            ``"tags"`` ``(n, 50)`` (sigmoid probabilities) for msd-musicnn.
+            ``"tags"`` ``(n, 50)`` (sigmoid probabilities) for the musicnn models.
 
         Raises
         ------
@@ -807,10 +901,10 @@ class Model:
         """
         card = self.card
         x = np.ascontiguousarray(patches, dtype=np.float32)
-        if x.ndim != 3 or x.shape[1:] != (card.patch_frames, card.n_mels):
+        if x.ndim != 1 + len(card.input_shape) or x.shape[1:] != card.input_shape:
             raise ModelError(
-                f"{card.name} expects patches of shape (n, {card.patch_frames}, {card.n_mels}), "
-                f"got {tuple(np.shape(patches))}"
+                f"{card.name} expects patches of shape (n, "
+                f"{', '.join(str(d) for d in card.input_shape)}), got {tuple(np.shape(patches))}"
             )
         if not np.isfinite(x).all():
             raise ModelError(f"{card.name}: patches contain NaN or infinite values")
@@ -827,6 +921,11 @@ class Model:
                 out[key][start:start + b] = got[tensor][:b].reshape(b, -1)
         return out
 
+    def warm_up(self) -> None:
+        """Run one all-zero patch through the interpreter so the first real call does not pay
+        for memory planning and kernel packing."""
+        self.predict(np.zeros((1, *self.card.input_shape), dtype=np.float32))
+
     def close(self) -> None:
         """Release the interpreter."""
         self.backend.close()
@@ -839,11 +938,152 @@ class Model:
 
     def __repr__(self) -> str:
         return (
-            f"Model({self.card.name!r}, backend={self.backend.name!r}, "
-            f"batch_size={self.batch_size})"
+            f"Model({self.card.name!r}, variant={self.variant!r}, "
+            f"backend={self.backend.name!r}, batch_size={self.batch_size})"
         )
 
 
-def load_model(name_or_path: str | os.PathLike[str] = "msd-musicnn", **kwargs: Any) -> Model:
-    """Load a model by name or folder; ``kwargs`` go to :class:`Model`."""
+def _default_model() -> str:
+    from deejai.models import DEFAULT_MODEL
+
+    return DEFAULT_MODEL
+
+
+# --------------------------------------------------------------------------------------------
+# choosing a variant
+# --------------------------------------------------------------------------------------------
+
+#: CPU feature flags (``/proc/cpuinfo``) that give XNNPACK fast int8 dot-product kernels:
+#: x86 AVX-VNNI / AVX512-VNNI / AMX, Arm's SDOT/UDOT (``asimddp``) and I8MM.
+INT8_DOT_FLAGS = frozenset({"avx_vnni", "avx512_vnni", "amx_int8", "asimddp", "i8mm"})
+
+_VARIANT_CACHE_FILE = "model-variants.json"
+
+
+def cpu_features() -> frozenset[str]:
+    """Feature flags of the first CPU in ``/proc/cpuinfo`` (``flags`` on x86, ``Features`` on
+    Arm); empty where there is no such file (macOS, Windows, iOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_int8_dot_product() -> bool:
+    """Whether this CPU has int8 dot-product instructions (see :data:`INT8_DOT_FLAGS`); Apple
+    silicon (macOS/iOS on arm64) always has them."""
+    import platform
+
+    if sys.platform in ("darwin", "ios") and platform.machine().lower() in ("arm64", "aarch64"):
+        return True
+    return bool(INT8_DOT_FLAGS & cpu_features())
+
+
+def time_variant(card: ModelCard, variant: str, *, threads: int = 1,
+                 backend: str | None = None, repeats: int = 5) -> float:
+    """Seconds per patch of one variant: the best of ``repeats`` single-patch invokes after a
+    warm-up (batch 1, as the analysis runs)."""
+    import time
+
+    model = Model(card.folder, variant=variant, threads=threads, backend=backend)
+    try:
+        x = np.zeros((1, *card.input_shape), dtype=np.float32)
+        model.predict(x)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model.predict(x)
+            best = min(best, time.perf_counter() - t0)
+        return best
+    finally:
+        model.close()
+
+
+def choose_variant(card: ModelCard, *, threads: int = 1, backend: str | None = None,
+                   cache: Path | None = None, measure: bool | None = None) -> str:
+    """The variant of ``card`` to run on this machine.
+
+    The rule: a card with one variant gets it. Otherwise, when the card's default is ``"int8"``
+    and the CPU has int8 dot products (:func:`has_int8_dot_product`), the int8 variant, whose
+    convolutions then run 3-5x faster than fp32 (``benchmarks/models.py``). On any other CPU
+    both variants are timed once (:func:`time_variant`) and the faster wins; the verdict is
+    kept in ``<state dir>/model-variants.json`` per CPU, runtime, thread count and model file,
+    so it is measured once per machine, not once per worker.
+
+    Parameters
+    ----------
+    measure : bool, optional
+        Force (True) or skip (False) the timing; default: time only without int8 dot products.
+    """
+    names = list(card.variants)
+    if len(names) == 1:
+        return names[0]
+    if measure is None:
+        measure = not (card.default_variant == "int8" and has_int8_dot_product())
+    if not measure:
+        return card.default_variant
+    key = "|".join([card.name, card.sha256, str(threads), backend or "auto", _cpu_name()])
+    path = cache if cache is not None else _variant_cache_path()
+    known = _read_json(path)
+    if key in known and known[key].get("variant") in card.variants:
+        return str(known[key]["variant"])
+    timings = {v: time_variant(card, v, threads=threads, backend=backend) for v in names}
+    best = min(timings, key=timings.get)
+    known[key] = {"variant": best, "seconds_per_patch": {k: round(v, 6) for k, v in timings.items()}}
+    if path is not None:
+        _write_json(path, known)
+    return best
+
+
+def _cpu_name() -> str:
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("model name", "hardware", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _variant_cache_path() -> Path | None:
+    try:
+        from deejai.engine.config import paths
+
+        return paths().state_dir / _VARIANT_CACHE_FILE
+    except Exception:  # noqa: BLE001 - no usable state folder: measure again next time
+        return None
+
+
+def _read_json(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only state folder: the choice is simply measured again
+        pass
+
+
+def load_model(name_or_path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Model:
+    """Load a model by name or folder (default: ``deejai.models.DEFAULT_MODEL``); ``kwargs`` go
+    to :class:`Model`."""
     return Model(name_or_path, **kwargs)

@@ -8,4 +8,4 @@ __all__ = ["MODELS_DIR", "DEFAULT_MODEL"]
 #: Folder holding the shipped model folders.
 MODELS_DIR = Path(__file__).resolve().parent
 #: Name of the model used when the settings name none.
-DEFAULT_MODEL = "msd-musicnn"
+DEFAULT_MODEL = "msd-musicnn-v2"

@@ -46,7 +46,7 @@ def test_json_output_and_patches(files):
     result = CliRunner().invoke(cli, ["analyse", "--json", "--patches", "2", str(good), str(other)])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["model"] == "msd-musicnn" and doc["files"] == 2 and doc["failed"] == 0
+    assert doc["model"] == "msd-musicnn-v2" and doc["files"] == 2 and doc["failed"] == 0
     first = doc["results"][0]
     assert first["ok"] and first["path"] == str(good.resolve())
     assert first["patches"] == 2 and len(first["vector"]) == 200

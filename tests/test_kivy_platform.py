@@ -246,8 +246,10 @@ def test_stage_for_buildozer(tmp_path):
     spec = (src / "buildozer.spec").read_text()
     assert "android.permissions = READ_MEDIA_AUDIO,READ_EXTERNAL_STORAGE" in spec
     assert "com.google.ai.edge.litert:litert:" in spec
-    assert (src / "deejai" / "models" / "msd-musicnn" / "model.tflite").stat().st_size > 100_000
-    assert not (src / "deejai" / "models" / "msd-musicnn" / "golden.npz").exists()
+    staged = src / "deejai" / "models" / "msd-musicnn-v2"
+    for name in ("model.tflite", "model-fp32.tflite", "card.json", "LICENSE"):
+        assert (staged / name).stat().st_size > 1000, name
+    assert not (staged / "golden.npz").exists()
     assert not list(src.rglob("__pycache__"))
     for kv in ("app.kv", "widgets.kv", "library.kv", "join.kv", "playlist.kv"):
         assert (src / "deejai" / "ui_kivy" / kv).is_file()

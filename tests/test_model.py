@@ -1,4 +1,5 @@
-"""The shipped msd-musicnn model, its card, and the TFLite runtime wrapper (real LiteRT)."""
+"""The shipped msd-musicnn (v1, log-mel in, fp32) model, its card, and the TFLite runtime wrapper
+(real LiteRT). The v2 model (PCM in, int8) has its own tests in test_model_v2.py."""
 from __future__ import annotations
 
 import json
@@ -24,9 +25,10 @@ from deejai.engine.model import (
     load_card,
     load_model,
 )
-from deejai.models import DEFAULT_MODEL, MODELS_DIR
+from deejai.models import MODELS_DIR
 
-MODEL_DIR = MODELS_DIR / "msd-musicnn"
+V1 = "msd-musicnn"
+MODEL_DIR = MODELS_DIR / V1
 TOLERANCE = 1e-4
 
 
@@ -38,7 +40,7 @@ def golden() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def model() -> Model:
-    with Model() as m:
+    with Model(V1) as m:
         yield m
 
 
@@ -84,7 +86,7 @@ def test_golden_signal_patches_are_the_signal_log_mel(golden):
 
 
 def test_card_matches_the_shipped_file():
-    card = load_card(DEFAULT_MODEL)
+    card = load_card(V1)
     assert file_sha256(card.model_file) == card.sha256
     assert (card.sample_rate_hz, card.n_fft, card.hop_length, card.n_mels) == (16000, 512, 256, 96)
     assert card.mel == "slaney" and card.power == 2
@@ -111,7 +113,7 @@ def test_batch_size_does_not_change_results(golden, rng, batch_size):
         [golden["patches"], rng.uniform(0, 3, size=(15, 187, 96)).astype(np.float32)]
     )  # 19 patches: every batch size leaves a short last batch
     reference = _reference_outputs(x)
-    with Model(batch_size=batch_size) as m:
+    with Model(V1, batch_size=batch_size) as m:
         assert m.batch_size == batch_size
         out = m.predict(x)
     for key in ("embedding", "tags"):
@@ -155,7 +157,7 @@ def test_predict_empty_and_bad_input(model):
 
 
 def test_predict_accepts_float64_and_threads(golden):
-    with Model(threads=2, batch_size=4) as m:
+    with Model(V1, threads=2, batch_size=4) as m:
         out = m.predict(golden["patches"].astype(np.float64))
     np.testing.assert_allclose(out["tags"], golden["tags"], atol=TOLERANCE)
     np.testing.assert_allclose(out["embedding"], golden["embedding"], atol=TOLERANCE)
@@ -264,20 +266,20 @@ def test_current_platform(monkeypatch):
 
 def test_default_backend_is_litert(model):
     assert isinstance(model.backend, LiteRTBackend) and model.backend.name == "litert"
-    assert load_model(backend="litert").backend.name == "litert"
+    assert load_model(V1, backend="litert").backend.name == "litert"
 
 
 def test_unknown_backend_name():
     with pytest.raises(ModelError, match="unknown TFLite backend 'nope'"):
-        Model(backend="nope")
+        Model(V1, backend="nope")
 
 
 def test_platform_backend_forced_on_desktop():
     """pyjnius / pyobjus are not installed here: forcing them names the package to install."""
     with pytest.raises(BackendUnavailableError, match="pip install pyjnius"):
-        Model(backend="android")
+        Model(V1, backend="android")
     with pytest.raises(BackendUnavailableError, match="pip install pyobjus"):
-        Model(backend="ios")
+        Model(V1, backend="ios")
 
 
 def test_no_runtime_importable(monkeypatch):
@@ -285,7 +287,7 @@ def test_no_runtime_importable(monkeypatch):
     for backend in ("litert", "tflite_runtime", "tensorflow"):
         monkeypatch.setitem(sys.modules, BACKENDS[backend].module, None)
     with pytest.raises(BackendUnavailableError, match="pip install ai-edge-litert") as info:
-        Model()
+        Model(V1)
     assert "\n" not in str(info.value)
     assert "tflite_runtime.interpreter" in str(info.value)
 
@@ -300,21 +302,21 @@ def test_falls_back_to_the_next_importable_runtime(monkeypatch):
         except Exception:
             pass
     if available:
-        assert Model().backend.name == available[0]
+        assert Model(V1).backend.name == available[0]
     else:
         with pytest.raises(BackendUnavailableError):
-            Model()
+            Model(V1)
 
 
 def test_bad_arguments():
     with pytest.raises(ModelError, match="batch_size"):
-        Model(batch_size=0)
+        Model(V1, batch_size=0)
     with pytest.raises(ModelError, match="threads"):
-        Model(threads=0)
+        Model(V1, threads=0)
 
 
 def test_runtime_default_threads(golden):
-    with Model(threads=-1) as m:
+    with Model(V1, threads=-1) as m:
         out = m.predict(golden["patches"][:1])
     np.testing.assert_allclose(out["tags"], golden["tags"][:1], atol=TOLERANCE)
 

@@ -11,6 +11,7 @@ and copies ``buildozer.spec`` beside it. Then ``cd DIR && buildozer android debu
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -42,15 +43,17 @@ def _package_dir(name: str) -> Path:
     return Path(module.__file__).resolve().parent
 
 
-def stage(target: str | Path, *, models: Sequence[str] = ("msd-musicnn",)) -> Path:
+def stage(target: str | Path, *, models: Sequence[str] | None = None) -> Path:
     """Write the buildozer source folder ``target``; returns its ``main.py``.
 
     Parameters
     ----------
     target : path
         Folder to fill (created; the ``deejai`` folder inside it is replaced).
-    models : sequence of str
-        Model folders (under ``deejai.models``) to include.
+    models : sequence of str, optional
+        Model folders (under ``deejai.models``) to include (default: the default model). Each
+        gets :data:`MODEL_FILES` and every file its card's ``variants`` name (the phone picks a
+        variant by measuring, like the desktop).
 
     Raises
     ------
@@ -68,9 +71,19 @@ def stage(target: str | Path, *, models: Sequence[str] = ("msd-musicnn",)) -> Pa
     models_dst = pkg_root / "models"
     models_dst.mkdir()
     shutil.copy2(models_src / "__init__.py", models_dst / "__init__.py")
+    if models is None:
+        from deejai.models import DEFAULT_MODEL
+
+        models = (DEFAULT_MODEL,)
     for model in models:
         (models_dst / model).mkdir()
-        for fname in MODEL_FILES:
+        files = list(MODEL_FILES)
+        try:
+            variants = json.loads((models_src / model / "card.json").read_text()).get("variants")
+        except (OSError, ValueError):
+            variants = None
+        files += [v["file"] for v in (variants or {}).values() if v.get("file") not in files]
+        for fname in files:
             src = models_src / model / fname
             if not src.is_file():
                 raise FileNotFoundError(f"{src}: missing from the model folder {model!r}")
@@ -86,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("target", help="folder to write (e.g. build/android)")
     parser.add_argument("--model", action="append", default=None, help="model folder to include")
     args = parser.parse_args(argv)
-    main_py = stage(args.target, models=args.model or ("msd-musicnn",))
+    main_py = stage(args.target, models=args.model or None)
     print(f"staged {main_py.parent}; now: cd {main_py.parent} && buildozer android debug")
     return 0
 
