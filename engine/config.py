@@ -34,7 +34,7 @@ APP_NAME = "deejai"
 
 #: Default settings; ``settings.toml`` and ``DEEJAI_*`` variables override them.
 DEFAULTS: dict[str, Any] = {
-    "model": "msd-musicnn",
+    "model": "msd-musicnn-v2",  # deejai.models.DEFAULT_MODEL
     "workers": 0,  # 0: one per CPU core
     "scan_executor": "process",  # "thread" where processes cannot be started (phones)
     "music_dirs": [],

@@ -423,6 +423,24 @@ class Library:
             "path": str(self.path),
         }
 
+    def model_coverage(self) -> dict[str, int]:
+        """Ok tracks with a vector, per model (``{"msd-musicnn-v2": 812, "msd-musicnn": 1200}``)."""
+        rows = self._query(
+            "SELECT v.model, count(*) AS n FROM vectors v JOIN tracks t ON t.id = v.track_id "
+            "WHERE t.status = 'ok' GROUP BY v.model ORDER BY n DESC"
+        )
+        return {r["model"]: int(r["n"]) for r in rows}
+
+    def serving_model(self, preferred: str) -> str:
+        """The model whose vectors playlists use: ``preferred`` (the configured model) once it
+        covers every ok track, or while no other model covers more; else (a library scanned with
+        an older model and not yet fully re-analysed) the model that covers the most tracks, so
+        that playlists keep working from the old vectors until the new ones are complete."""
+        coverage = self.model_coverage()
+        mine = coverage.get(preferred, 0)
+        best = max(coverage, key=coverage.get, default=preferred)
+        return best if coverage.get(best, 0) > mine else preferred
+
     def scan_state(self, model: str) -> dict[str, dict[str, Any]]:
         """What a scan compares the file system with: ``path -> {id, size, mtime_ns, status,
         audio_hash, has_vector}`` for every track (``has_vector``: a vector for ``model``)."""

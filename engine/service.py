@@ -13,7 +13,9 @@ commits.
 
 Events: :meth:`Engine.subscribe` registers ``callback(event, params)`` for
 
-* ``scan.progress`` ``{job, done, total, errors, rate, eta_s}`` (at most ~5 per second),
+* ``scan.progress`` ``{job, done, total, errors, rate, eta_s, model, reanalyse}`` (at most ~5
+  per second; ``reanalyse``: how many of ``total`` are unchanged tracks analysed again because
+  they have no vector for ``model`` yet),
 * ``scan.finished`` ``{job, state, summary, error}``.
 """
 from __future__ import annotations
@@ -73,6 +75,7 @@ class ScanJob:
     errors: int = 0
     rate: float = 0.0
     eta_s: float | None = None
+    reanalyse: int = 0  # unchanged tracks analysed again for a new model
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     summary: dict[str, Any] | None = None
@@ -90,6 +93,7 @@ class ScanJob:
             "errors": self.errors,
             "rate": self.rate,
             "eta_s": self.eta_s,
+            "reanalyse": self.reanalyse,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "summary": self.summary,
@@ -128,7 +132,9 @@ class Engine:
     ) -> None:
         self.paths = (paths or default_paths()).ensure()
         self.settings = settings if settings is not None else load_settings(self.paths)
-        self.model_name: str = str(self.settings.get("model") or "msd-musicnn")
+        from deejai.models import DEFAULT_MODEL
+
+        self.model_name: str = str(self.settings.get("model") or DEFAULT_MODEL)
         self.index_backend = index_backend
         self.scan_executor = str(scan_executor or self.settings.get("scan_executor") or "process")
         if self.scan_executor not in ("process", "thread"):
@@ -178,11 +184,12 @@ class Engine:
                 return self._cache[1], self._cache[2]
             from deejai.engine.index import open_index
 
-            catalogue = lib.catalogue(self.model_name)
+            model = lib.serving_model(self.model_name)
+            catalogue = lib.catalogue(model)
             if len(catalogue) == 0:
                 raise LibraryEmptyError()
             prefer = "faiss" if self.index_backend == "auto" else self.index_backend
-            index = open_index(lib, self.model_name, prefer=prefer)
+            index = open_index(lib, model, prefer=prefer)
             self._cache = (revision, catalogue, index)
             return catalogue, index
 
@@ -325,8 +332,12 @@ class Engine:
                 self._emit(
                     "scan.progress",
                     {"job": job.job, "done": done, "total": total, "errors": errors,
-                     "rate": rate, "eta_s": eta_s},
+                     "rate": rate, "eta_s": eta_s, "model": self.model_name,
+                     "reanalyse": job.reanalyse},
                 )
+
+        def on_plan(plan: Any) -> None:
+            job.reanalyse = len(plan.reanalyse)
 
         library = None
         executor = None
@@ -346,6 +357,7 @@ class Engine:
                 on_progress=on_progress,
                 should_stop=job.cancel.is_set,
                 patches=patches,
+                on_plan=on_plan,
             )
             job.summary = summary.to_dict()
             job.state = "cancelled" if job.summary.get("cancelled") else "finished"
@@ -599,14 +611,23 @@ class Engine:
         else:
             from deejai.engine.index import sidecar_info
 
-            info = sidecar_info(lib, self.model_name) or {}
+            info = sidecar_info(lib, lib.serving_model(self.model_name)) or {}
             stats["index"] = {
                 "kind": info.get("kind"),
                 "ntotal": int(info.get("ntotal") or 0),
                 "revision": info.get("revision"),
                 "fresh": bool(info.get("fresh")),
             }
-        stats["model"] = stats.get("model") or self.model_name
+        stats["model"] = self.model_name
+        coverage = lib.model_coverage()
+        serving = lib.serving_model(self.model_name)
+        stats["serving_model"] = serving
+        stats["model_coverage"] = coverage
+        done = coverage.get(self.model_name, 0)
+        if done < stats.get("tracks", 0):
+            # tracks still to be (re-)analysed with the configured model: the next scan does it
+            stats["migration"] = {"model": self.model_name, "done": done,
+                                  "total": int(stats.get("tracks", 0)), "serving": serving}
         stats["library_file"] = str(self.paths.library_file)
         stats["scan"] = self.scan_status()
         return stats

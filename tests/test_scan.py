@@ -22,7 +22,7 @@ from deejai.engine.library import Library
 from deejai.engine.scan import AUDIO_EXTENSIONS, plan, scan, scan_lock, walk
 from tests.audiogen import make_library, write_mp3
 
-MODEL = "msd-musicnn"
+from deejai.models import DEFAULT_MODEL as MODEL  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -323,7 +323,7 @@ from deejai.engine.library import Library
 from deejai.engine.scan import scan
 if __name__ == "__main__":
     lib = Library(sys.argv[1])
-    s = scan(lib, [sys.argv[2]], workers=1, model="msd-musicnn", batch_size=2, batch_seconds=0.2)
+    s = scan(lib, [sys.argv[2]], workers=1, batch_size=2, batch_seconds=0.2)
     print("done", s.added, flush=True)
 """
 

@@ -149,10 +149,17 @@ def _follow(eng: Any, follower: _Follower, job: str, live: bool) -> dict[str, An
         transient=False,
     ) as bar:
         task = bar.add_task("scan", total=None, rate="", eta="-", errors="")
+        noted = [False]
 
         def show(p: dict[str, Any]) -> None:
             if not p:
                 return
+            if int(p.get("reanalyse") or 0) and not noted[0]:
+                noted[0] = True
+                bar.console.print(
+                    f"{p['reanalyse']} tracks are analysed again with the model {p.get('model')} "
+                    "(the library holds vectors of an older model; playlists use those until "
+                    "every track has a new one)", highlight=False)
             errors = int(p.get("errors") or 0)
             bar.update(
                 task,
@@ -193,7 +200,7 @@ def _report(summary: dict[str, Any], final: dict[str, Any]) -> None:
     table = Table(title=title, show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    for name in _REPORT_FIELDS:
+    for name in _REPORT_FIELDS + (("reanalysed",) if summary.get("reanalysed") else ()):
         value = int(summary.get(name) or 0)
         style = "red" if name == "errors" and value else None
         table.add_row(name, f"[{style}]{value}[/{style}]" if style else str(value))
@@ -232,6 +239,11 @@ def status(ctx: click.Context, show_errors: bool, as_json: bool) -> None:
     table.add_row("errors", str(info.get("errors", 0)))
     table.add_row("duplicates", str(info.get("duplicates", 0)))
     table.add_row("model", str(info.get("model") or "-"))
+    migration = info.get("migration")
+    if migration and migration.get("done", 0) < migration.get("total", 0):
+        table.add_row("new model", f"{migration['done']}/{migration['total']} tracks analysed "
+                      f"with {migration['model']}; playlists use {migration.get('serving')} "
+                      "until `deejai scan` has done the rest")
     index = info.get("index") or {}
     if index.get("kind"):
         table.add_row("index", f"{index['kind']}, {index.get('ntotal', 0)} vectors"
