@@ -1,145 +1,139 @@
-"""How many patches does a track vector need? Prints figures; asserts nothing.
+"""How many patches does a track vector need? Judged by what a listener notices. Prints
+figures; asserts nothing.
 
-For every audio file under DIR the model embeds every non-overlapping patch (the reference,
-as musicnn's extractor cuts a track). For k = 4, 8, 16, 32 the k-patch track vector is the
-L2-normalised mean of k of those patches spread evenly from the first to the last, the same
-spread :func:`deejai.engine.audio.patch_starts` uses (nearest reference patch to each spread
-start, so no extra inference is needed; a patch lies at most half a patch, ~1.5 s, from where
-``analyse`` would put it). Printed per k:
+The task measure is **album precision@5**: for each track, the share of its 5 nearest
+neighbours (cosine of track vectors, among all other tracks) from the same album. Albums
+come from the tags; only albums of >= 3 tracks give queries (every track is a candidate
+neighbour), and sound effects under 10 s are left out. A vector that keeps a track near its
+album mates keeps the playlists that join the dots through them.
 
-- cosine: mean cosine between the k-patch vector and the all-patch vector of the same track;
-- top-5 overlap: mean fraction of a track's 5 nearest neighbours (cosine, among the other
-  tracks) under the all-patch vectors that are also among its 5 nearest under k-patch vectors;
-- cost/track: seconds per track of ``analyse(path, model, k=k)`` (decode + mel + inference +
-  hash) measured on the first ``--timed`` tracks, one interpreter thread unless ``--threads``.
+For k = 4, 8, 16, 32 and "all" (every non-overlapping patch, as musicnn's extractor cuts a
+track) every file is analysed with exactly the patches ``analyse(path, model, k=k)`` uses
+(no approximation), by the default model (``msd-musicnn-v2``), and once more with every patch
+by musicnn's fp32 graph (``msd-musicnn``), the reference the int8 model is held to. Printed
+per k: album P@5, the paired bootstrap 95 % confidence interval of its difference to "all"
+(queries resampled with replacement, ``--bootstrap`` rounds), and the seconds per track of the
+analysis on one core (decode + inference + hash, summed ``TrackAnalysis.timings_s``).
 
-A last row, "all, shifted", is a second all-patch vector from patches starting half a patch
-later: two equally good analyses of the whole track. Its overlap with the reference is the
-noise floor of the top-5 measure on this corpus (neighbours at nearly equal distances swap
-places under any small change), which a k-patch vector cannot be expected to beat.
-
-The default k is the smallest with top-5 overlap >= 0.95 (``DEFAULT_PATCHES`` in
-``deejai.engine.analyse`` records the choice).
+The rule (``DEFAULT_PATCHES`` in ``deejai.engine.audio`` records the choice): the default k is
+the smallest k whose CI of the difference includes 0 and whose P@5 is within 0.01 of all
+patches.
 
 Usage::
 
-    python benchmarks/patches.py DIR [--limit N] [--every N] [--timed 5] [--threads 1]
+    python benchmarks/patches.py DIR [--every N] [--bootstrap 2000]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-AUDIO_EXTENSIONS = {".mp3", ".flac", ".ogg", ".opus", ".wav", ".m4a", ".aac", ".wma", ".aiff"}
-KS = (4, 8, 16, 32, 64)
+KS = (4, 8, 16, 32)
+MIN_ALBUM = 3
+MIN_SECONDS = 10.0
 
 
-def audio_files(root: Path, limit: int | None, every: int = 1) -> list[Path]:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-    files = files[::every]
-    return files[:limit] if limit else files
-
-
-def top_n(vectors: np.ndarray, n: int) -> list[set[int]]:
-    sims = vectors @ vectors.T
+def album_precision(vectors: np.ndarray, albums: list[str], queries: np.ndarray,
+                    n: int = 5) -> np.ndarray:
+    """Per query track, the share of its ``n`` nearest other tracks from its own album."""
+    v = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = v @ v.T
     np.fill_diagonal(sims, -np.inf)
     order = np.argsort(-sims, axis=1, kind="stable")[:, :n]
-    return [set(map(int, row)) for row in order]
+    lab = np.asarray(albums, dtype=object)
+    return np.array([np.mean(lab[order[q]] == lab[q]) for q in queries])
+
+
+def bootstrap_ci(diff: np.ndarray, rounds: int, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, diff.shape[0], size=(rounds, diff.shape[0]))
+    means = diff[idx].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir", type=Path)
-    ap.add_argument("--limit", type=int, default=None, help="analyse only the first N files")
-    ap.add_argument("--every", type=int, default=1,
-                    help="take every N-th file (a spread-out sample of a big folder)")
-    ap.add_argument("--timed", type=int, default=5, help="files timed per k for the cost column")
-    ap.add_argument("--threads", type=int, default=1, help="interpreter threads")
-    ap.add_argument("--neighbours", type=int, default=5)
-    ap.add_argument("--model", default="msd-musicnn")
-    ap.add_argument("--no-shifted", action="store_true",
-                    help="skip the half-patch-shifted all-patch row (halves the run time)")
+    ap.add_argument("--every", type=int, default=1, help="take every N-th file")
+    ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap rounds")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip musicnn's fp32 all-patch reference (faster)")
     args = ap.parse_args(argv)
 
-    from deejai.engine import audio
-    from deejai.engine.analyse import DEFAULT_PATCHES, analyse
-    from deejai.engine.catalogue import l2_normalise
-    from deejai.engine.errors import DeejaiError
+    from deejai.engine.analyse import analyse, read_tags
+    from deejai.engine.audio import DEFAULT_PATCHES, info
     from deejai.engine.model import Model
+    from deejai.engine.scan import limit_threads, walk
 
-    model = Model(args.model, threads=args.threads)
-    files = audio_files(args.dir, args.limit, args.every)
-    print(f"{len(files)} files under {args.dir}; model {model.card.name}, "
-          f"{args.threads} interpreter thread(s), os.cpu_count()={os.cpu_count()}")
-
-    ref, by_k, names, shifted = [], {k: [] for k in KS}, [], []
-    n_patches = 0
-    t_all = 0.0
-    for i, path in enumerate(files):
-        t0 = time.perf_counter()
+    limit_threads()
+    files = [f.path for f in walk([args.dir])][::args.every]
+    model = Model(batch_size=64)
+    reference = None if args.no_reference else Model("msd-musicnn", batch_size=64)
+    kept, albums = [], []
+    for path in files:
         try:
-            patches, _, duration = audio.load_patches(path, model.card, None)
-        except DeejaiError as exc:
-            print(f"  skipped: {exc}")
+            if info(path).duration_s < MIN_SECONDS:
+                continue
+        except Exception as exc:  # noqa: BLE001 - a bad file in a benchmark folder
+            print(f"skipped {path}: {exc}", file=sys.stderr)
             continue
-        emb = model.predict(patches)["embedding"]
-        t_all += time.perf_counter() - t0
-        n = emb.shape[0]
-        n_patches += n
-        ref.append(l2_normalise(emb.mean(axis=0)))
-        for k in KS:
-            idx = np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(int))
-            by_k[k].append(l2_normalise(emb[idx].mean(axis=0)))
-        names.append(path.name)
-        if not args.no_shifted:
-            y, _ = audio.decode(path, model.card.sample_rate_hz)
-            mel = audio.log_mel(y, model.card)
-            P = model.card.patch_frames
-            starts = np.arange(P // 2, mel.shape[0] - P + 1, P)
-            if len(starts):
-                emb2 = model.predict(np.stack([mel[s:s + P] for s in starts]))["embedding"]
-                shifted.append(l2_normalise(emb2.mean(axis=0)))
-            else:
-                shifted.append(ref[-1])
-        if (i + 1) % 5 == 0:
-            print(f"  {i + 1}/{len(files)} files, {n_patches} patches, {t_all:.0f} s", flush=True)
-    if len(ref) < args.neighbours + 1:
-        print("not enough files for a neighbour comparison")
-        return 1
-    ref_v = np.stack(ref)
-    ref_nn = top_n(ref_v, args.neighbours)
+        album = (read_tags(path).get("album") or "").strip()
+        kept.append(path)
+        albums.append(album)
+    sizes = Counter(albums)
+    queries = np.array([i for i, a in enumerate(albums) if a and sizes[a] >= MIN_ALBUM])
+    print(f"{len(kept)} tracks (>= {MIN_SECONDS:.0f} s) of {len(files)} files; "
+          f"{len(queries)} queries in {sum(1 for a, n in sizes.items() if a and n >= MIN_ALBUM)} "
+          f"albums of >= {MIN_ALBUM} tracks; model {model.card.name} [{model.variant}]")
 
-    timed = files[: args.timed]
-    print(f"\n{len(ref)} tracks, {n_patches} patches in all "
-          f"({n_patches / len(ref):.1f} per track); cost timed on {len(timed)} track(s)")
-    print(f"{'k':>12} {'cosine':>8} {'min cos':>8} {'top-%d overlap' % args.neighbours:>15} "
-          f"{'cost/track s':>13}")
+    vectors: dict[str, np.ndarray] = {}
+    cost: dict[str, float] = {}
+    for k in (*KS, "all"):
+        t0, spent, vecs = time.perf_counter(), 0.0, []
+        for path in kept:
+            a = analyse(path, model, k=0 if k == "all" else k)
+            vecs.append(a.vector)
+            spent += a.timings_s["total"]
+        vectors[str(k)] = np.stack(vecs)
+        cost[str(k)] = spent / len(kept)
+        print(f"  k={k}: {time.perf_counter() - t0:.0f} s", flush=True)
+    if reference is not None:
+        vecs = [analyse(path, reference, k=0).vector for path in kept]
+        vectors["reference"] = np.stack(vecs)
+
+    p_all = album_precision(vectors["all"], albums, queries)
+    print(f"\nalbum precision@5 ({len(queries)} queries; CI: paired bootstrap, "
+          f"{args.bootstrap} rounds)")
+    print(f"{'k':>10} {'P@5':>7} {'diff to all':>12} {'95% CI of diff':>20} {'s/track':>9}")
     chosen = None
-    rows = [*KS, "all"] + ([] if args.no_shifted else ["all, shifted"])
-    for k in rows:
-        if k == "all":
-            cos = np.ones(len(ref))
-            overlap = 1.0
-        else:
-            v = np.stack(shifted) if k == "all, shifted" else np.stack(by_k[k])
-            cos = np.sum(v * ref_v, axis=1)
-            nn = top_n(v, args.neighbours)
-            overlap = float(np.mean([len(a & b) / args.neighbours for a, b in zip(nn, ref_nn)]))
-        t0 = time.perf_counter()
-        for path in timed if k != "all, shifted" else []:
-            analyse(path, model, k=0 if k == "all" else k)
-        cost = (time.perf_counter() - t0) / max(1, len(timed))
-        print(f"{k!s:>12} {cos.mean():8.4f} {cos.min():8.4f} {overlap:15.3f} {cost:13.2f}",
-              flush=True)
-        if chosen is None and isinstance(k, int) and overlap >= 0.95:
+    for k in (*KS, "all"):
+        p = album_precision(vectors[str(k)], albums, queries)
+        diff = p - p_all
+        lo, hi = bootstrap_ci(diff, args.bootstrap)
+        ok = lo <= 0.0 <= hi and abs(p.mean() - p_all.mean()) <= 0.01
+        if ok and chosen is None and k != "all":
             chosen = k
-    print(f"\nchosen default k (smallest with top-{args.neighbours} overlap >= 0.95): "
-          f"{chosen if chosen is not None else 'all'}; DEFAULT_PATCHES is {DEFAULT_PATCHES}")
+        ci = f"{lo:+.3f}..{hi:+.3f}" if k != "all" else "-"
+        print(f"{k:>10} {p.mean():7.3f} {diff.mean():+12.3f} {ci:>20} {cost[str(k)]:9.3f}"
+              + ("   <- passes the rule" if ok and k != "all" else ""))
+    if reference is not None:
+        p_ref = album_precision(vectors["reference"], albums, queries)
+        d = p_all - p_ref
+        lo, hi = bootstrap_ci(d, args.bootstrap)
+        print(f"{'fp32 all':>10} {p_ref.mean():7.3f}   (musicnn fp32, every patch; v2 all minus "
+              f"this: {d.mean():+.3f}, CI {lo:+.3f}..{hi:+.3f})")
+        if chosen is not None:
+            dk = album_precision(vectors[str(chosen)], albums, queries) - p_ref
+            lo, hi = bootstrap_ci(dk, args.bootstrap)
+            print(f"v2 at k={chosen} minus fp32 all: {dk.mean():+.3f} (CI {lo:+.3f}..{hi:+.3f})")
+    print(f"\nsmallest k by the rule: {chosen if chosen is not None else 'all'}; "
+          f"DEFAULT_PATCHES is {DEFAULT_PATCHES}")
     return 0
 
 

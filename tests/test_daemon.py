@@ -313,7 +313,7 @@ def test_scan_events_and_playlists_over_the_socket(deejai_home, daemons, music):
 def test_kill_9_during_a_scan_then_serve_again(deejai_home, daemons, music, tmp_path):
     # a bigger library so that the scan is still running when the first batch is committed
     big = tmp_path / "big"
-    make_library(big, n=30, seconds=5.0)
+    make_library(big, n=100, seconds=4.0)  # a batch is 32 files: the scan goes on after it
     d = start(daemons, deejai_home)
     with d.client() as c:
         job = c.scan(paths=[str(big)], workers=1)["job"]
@@ -329,7 +329,7 @@ def test_kill_9_during_a_scan_then_serve_again(deejai_home, daemons, music, tmp_
     d.proc.kill()
     d.wait(30)
     committed = _count_tracks(deejai_home)
-    assert 0 < committed < 30
+    assert 0 < committed < 100
     # the pool workers of the dead daemon go away on their own
     gone, alive = psutil.wait_procs(workers, timeout=30)
     for p in alive:  # pragma: no cover - reported by the assert below
@@ -349,8 +349,8 @@ def test_kill_9_during_a_scan_then_serve_again(deejai_home, daemons, music, tmp_
         assert status["state"] == "finished", status
         summary = status["summary"]
         assert summary["unchanged"] >= committed  # it resumed, not restarted
-        assert summary["added"] + summary["unchanged"] == 30
-        assert c.status()["tracks"] == 30
+        assert summary["added"] + summary["unchanged"] == 100
+        assert c.status()["tracks"] == 100
 
 
 def test_sigterm_during_a_scan_commits_and_exits(deejai_home, daemons, music):
