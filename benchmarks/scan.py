@@ -2,11 +2,14 @@
 
 Prints figures, asserts nothing. In a temporary library (never the user's), it measures
 
-1. the **first scan** of DIR with ``--workers`` processes: tracks per second (analysis phase
-   and whole scan), audio hours analysed per minute, the share of analysis time spent in
-   decoding, the mel front end, inference and hashing (summed ``TrackAnalysis.timings_s``), and
-   the peak resident memory (RSS) of the main process and of each worker, sampled every 50 ms
-   with psutil;
+1. the **first scan** of DIR with ``--workers`` processes and the default settings (model,
+   patches per track): tracks per second (analysis phase and whole scan), audio hours analysed
+   per minute, the share of analysis time spent in decoding, resampling, the mel front end,
+   inference and hashing (summed ``TrackAnalysis.timings_s``), and the peak resident memory
+   (RSS) of the main process and of each worker, sampled every 50 ms with psutil. In the same
+   run, unless ``--no-old``, the same first scan with the previous default (``msd-musicnn``,
+   musicnn's fp32 graph, 32 patches per track), for the ratio; ``--configs 2x1,1x2,3x1`` adds
+   first scans with other workers x interpreter-threads layouts;
 2. an **unchanged rescan** of DIR: seconds, and seconds per 1000 files;
 3. an **unchanged rescan of a 10,000-file library**: ``--copies`` hard links (symbolic links
    where hard links are impossible) of the analysed files under new names, entered into the
@@ -17,7 +20,7 @@ Prints figures, asserts nothing. In a temporary library (never the user's), it m
 Usage::
 
     python benchmarks/scan.py ~/Music/some-albums --workers 2
-    python benchmarks/scan.py DIR --copies 0          # skip part 3
+    python benchmarks/scan.py DIR --copies 0 --configs 2x1,1x2,3x1   # skip part 3
 """
 from __future__ import annotations
 
@@ -72,34 +75,10 @@ def mb(n: float) -> str:
     return f"{n / 2**20:.0f} MB"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("dir", type=Path, help="a folder of audio files")
-    ap.add_argument("--workers", "-j", type=int, default=None, help="worker processes (default: CPU cores)")
-    ap.add_argument("--copies", type=int, default=10_000, help="files in the rescan test (0: skip)")
-    ap.add_argument("--work-dir", type=Path, default=None,
-                    help="where the temporary library and links go (default: a new temp folder)")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--patches", "-k", type=int, default=None,
-                    help="patches per track (default: the analysis default, DEFAULT_PATCHES)")
-    args = ap.parse_args()
-
-    from deejai.engine.index import open_index
-    from deejai.engine.library import Library
-    from deejai.engine.pool import default_workers
+def first_scan(lib, folder: Path, *, workers: int, threads: int, patches, model, label: str):
+    """One first scan of ``folder`` into ``lib``; prints its figures, returns the analyses."""
     from deejai.engine.scan import scan
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="deejai-bench-scan-"))
-    work.mkdir(parents=True, exist_ok=True)
-    workers = args.workers or default_workers()
-    lib = Library(work / "library.sqlite")
-    from deejai.engine.analyse import DEFAULT_PATCHES
-
-    k = DEFAULT_PATCHES if args.patches is None else args.patches
-    print(f"library {lib.path}; {workers} workers; {os.cpu_count()} CPU cores; "
-          f"{k or 'every'} patches per track")
-
-    # ---------------------------------------------------------------- 1. first scan
     analyses = []
     first_progress: list[tuple[float, int]] = []
     last_print = [0.0]
@@ -117,8 +96,8 @@ def main() -> None:
     sampler = RssSampler()
     sampler.start()
     t0 = time.monotonic()
-    s1 = scan(lib, [args.dir], workers=workers, on_progress=on_progress, on_result=analyses.append,
-              patches=args.patches)
+    s1 = scan(lib, [folder], workers=workers, threads=threads, on_progress=on_progress,
+              on_result=analyses.append, patches=patches, model=model)
     wall = time.monotonic() - t0
     sampler.stop()
     done = s1.added + s1.updated + s1.errors
@@ -128,21 +107,77 @@ def main() -> None:
     else:
         steady = float("nan")
     hours = sum(a.duration_s for a in analyses) / 3600
-    print("\nfirst scan")
+    k = analyses[0].patch_vectors.shape[0] if analyses else "?"
+    print(f"\n{label}: model {s1.model}, patches per track: "
+          f"{'default' if patches is None else patches}")
     print(f"  files {s1.files}: {s1.added} added, {s1.errors} errors, {s1.duplicates} duplicates")
     print(f"  wall time {wall:.1f} s (model loading, walk and commits included)")
     print(f"  throughput {done / wall:.2f} tracks/s overall; "
           f"{steady:.2f} tracks/s from the first to the last result (models loaded)")
     print(f"  audio {hours:.2f} hours -> {hours / (wall / 60):.2f} audio hours per minute")
-    keys = ("decode", "mel", "inference", "hash")
-    sums = {k: sum(float(a.timings_s.get(k, 0.0)) for a in analyses) for k in keys}
+    keys = ("decode", "resample", "mel", "inference", "hash")
+    sums = {key: sum(float(a.timings_s.get(key, 0.0)) for a in analyses) for key in keys}
     total = sum(float(a.timings_s.get("total", 0.0)) for a in analyses) or 1.0
-    shares = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sums.items())
-    print(f"  analysis time per track {total / max(len(analyses), 1):.2f} s (in a worker): {shares}")
+    n = max(len(analyses), 1)
+    shares = ", ".join(f"{key} {100 * v / total:.0f}% ({1000 * v / n:.0f} ms)"
+                       for key, v in sums.items())
+    print(f"  analysis time per track {total / n:.3f} s in a worker (first track: {k} patches): "
+          f"{shares}")
     peaks = sorted(sampler.child_peak.values(), reverse=True)
     print(f"  peak RSS: main process {mb(sampler.main_peak)}; workers "
           + (", ".join(mb(p) for p in peaks[:workers]) if peaks else "-")
           + (f" ({len(peaks)} worker processes seen)" if peaks else ""))
+    return analyses, s1
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", type=Path, help="a folder of audio files")
+    ap.add_argument("--workers", "-j", type=int, default=None, help="worker processes (default: CPU cores)")
+    ap.add_argument("--copies", type=int, default=10_000, help="files in the rescan test (0: skip)")
+    ap.add_argument("--work-dir", type=Path, default=None,
+                    help="where the temporary library and links go (default: a new temp folder)")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--patches", "-k", type=int, default=None,
+                    help="patches per track (default: the analysis default, DEFAULT_PATCHES)")
+    ap.add_argument("--configs", default="",
+                    help="extra first scans with WORKERSxTHREADS layouts, e.g. 2x1,1x2,3x1")
+    ap.add_argument("--no-old", action="store_true",
+                    help="skip the first scan with the previous default (msd-musicnn, k=32)")
+    args = ap.parse_args()
+
+    from deejai.engine.index import open_index
+    from deejai.engine.library import Library
+    from deejai.engine.pool import default_workers
+    from deejai.engine.scan import scan
+    from deejai.models import DEFAULT_MODEL
+
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="deejai-bench-scan-"))
+    work.mkdir(parents=True, exist_ok=True)
+    workers = args.workers or default_workers()
+    lib = Library(work / "library.sqlite")
+    from deejai.engine.analyse import DEFAULT_PATCHES
+
+    k = DEFAULT_PATCHES if args.patches is None else args.patches
+    print(f"library {lib.path}; {workers} workers; {os.cpu_count()} CPU cores; "
+          f"{k or 'every'} patches per track; model {DEFAULT_MODEL}")
+
+    # ---------------------------------------------------------------- 1. first scan
+    analyses, s1 = first_scan(lib, args.dir, workers=workers, threads=1, patches=args.patches,
+                              model=None, label=f"first scan (default: {workers} workers x 1 thread)")
+    layouts = [c for c in (args.configs.split(",") if args.configs else []) if c]
+    for layout in layouts:
+        w, t = (int(x) for x in layout.lower().split("x"))
+        other = Library(work / f"library-{w}x{t}.sqlite")
+        first_scan(other, args.dir, workers=w, threads=t, patches=args.patches, model=None,
+                   label=f"first scan, {w} workers x {t} threads")
+        other.close()
+    if not args.no_old:
+        old = Library(work / "library-old.sqlite")
+        first_scan(old, args.dir, workers=workers, threads=1, patches=32, model="msd-musicnn",
+                   label=f"first scan, the previous default (msd-musicnn fp32, k=32, "
+                         f"{workers} workers)")
+        old.close()
 
     # ---------------------------------------------------------------- 2. unchanged rescan
     t0 = time.monotonic()
@@ -175,7 +210,7 @@ def main() -> None:
                                                       mtime_ns=st.st_mtime_ns))
                 made += 1
         print(f"\n{made} {kind} entered into the library in {time.monotonic() - t0:.1f} s")
-        open_index(lib, "msd-musicnn")  # bring the sidecar up to date outside the timing
+        open_index(lib, DEFAULT_MODEL)  # bring the sidecar up to date outside the timing
 
         roots = [str(args.dir.resolve()), str(big.resolve())]
         opened: list[str] = []

@@ -89,8 +89,9 @@ class TrackAnalysis:
     tag_probs : np.ndarray, float32, shape (T,)
         Mean tag probability over the patches, in the order of the card's ``tag_labels``.
     timings_s : dict
-        Seconds spent: ``decode`` (reading, decoding, resampling), ``mel``, ``inference``,
-        ``hash`` (tags and audio hash) and ``total``.
+        Seconds spent: ``decode`` (opening, reading, decoding), ``resample``, ``mel`` (0 for a
+        model whose graph computes the log-mel), ``inference``, ``hash`` (tags and audio hash)
+        and ``total``.
     """
 
     path: str
@@ -119,12 +120,14 @@ def _first_int(text: str, pattern: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def read_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_tags(path: str | os.PathLike[str], data: bytes | None = None) -> dict[str, Any]:
     """Read the common tags with mutagen's "easy" interface (ID3, Vorbis comments, MP4, ...).
 
     Parameters
     ----------
     path : str or PathLike
+    data : bytes, optional
+        The file's bytes, when a decoder already holds them (the file is then not opened).
 
     Returns
     -------
@@ -137,7 +140,12 @@ def read_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         import mutagen
 
-        f = mutagen.File(os.fspath(path), easy=True)
+        if data is not None:
+            buf = io.BytesIO(data)
+            buf.name = os.fspath(path)  # mutagen also scores the file type by its name
+            f = mutagen.File(buf, easy=True)
+        else:
+            f = mutagen.File(os.fspath(path), easy=True)
     except Exception:  # mutagen raises many types for broken tags; tags are optional
         return {}
     if f is None or not getattr(f, "tags", None):
@@ -303,7 +311,7 @@ def analyse(path: str | os.PathLike[str], model: Any, *, k: int | None = None) -
     t_start = time.perf_counter()
     p = os.path.abspath(os.fspath(path))
     card = model.card
-    timings: dict[str, float] = {"decode": 0.0, "mel": 0.0}
+    timings: dict[str, float] = {"decode": 0.0, "resample": 0.0, "mel": 0.0}
     # one open of the file serves its info, the patch windows and (for non-MP3) the PCM hash
     with _audio.open_reader(p, card.sample_rate_hz) as reader:
         info = reader.info
@@ -315,7 +323,7 @@ def analyse(path: str | os.PathLike[str], model: Any, *, k: int | None = None) -
         t_inf = time.perf_counter() - t0
         t0 = time.perf_counter()
         digest = audio_hash(p, info, reader=reader)
-    tags = read_tags(p)
+        tags = read_tags(p, getattr(reader.source, "data", None))
     t_hash = time.perf_counter() - t0
     emb = np.asarray(out["embedding"], dtype=np.float32)
     probs = np.asarray(out["tags"], dtype=np.float32)
@@ -335,6 +343,7 @@ def analyse(path: str | os.PathLike[str], model: Any, *, k: int | None = None) -
         tag_probs=probs.mean(axis=0).astype(np.float32),
         timings_s={
             "decode": timings["decode"],
+            "resample": timings["resample"],
             "mel": timings["mel"],
             "inference": t_inf,
             "hash": t_hash,

@@ -484,6 +484,7 @@ def scan(
     on_result: Callable[[Any], None] | None = None,
     patches: int | None = None,
     on_plan: Callable[[ScanPlan], None] | None = None,
+    threads: int = 1,
 ) -> ScanSummary:
     """Bring ``library`` up to date with the audio files under ``roots``.
 
@@ -520,6 +521,9 @@ def scan(
     patches : int, optional
         Patches analysed per track (None: :data:`deejai.engine.analyse.DEFAULT_PATCHES`;
         0: every patch). Applies to the files this scan analyses.
+    threads : int
+        Interpreter threads per worker of the default pool (1: the measured best on 2 cores
+        with 2 workers; see ``benchmarks/scan.py --configs``).
     on_plan : callable, optional
         ``on_plan(plan)`` with the :class:`ScanPlan` once the walk is compared with the
         library, before any analysis (front ends say how many tracks are analysed again for a
@@ -565,7 +569,7 @@ def scan(
             _analyse_all(library, todo, summary, workers=workers, executor=executor,
                          model=model, on_progress=on_progress, should_stop=should_stop,
                          batch_seconds=batch_seconds, batch_size=batch_size, on_result=on_result,
-                         patches=patches)
+                         patches=patches, threads=threads)
         elif on_progress is not None:
             on_progress(0, 0, 0, 0.0, 0.0)
         with library.transaction():
@@ -597,6 +601,7 @@ def _analyse_all(
     batch_size: int,
     on_result: Callable[[Any], None] | None = None,
     patches: int | None = None,
+    threads: int = 1,
 ) -> None:
     work = todo.work
     is_new = {f.path for f in todo.new}
@@ -605,7 +610,7 @@ def _analyse_all(
     own = executor is None
     if own:
         n = min(workers or default_workers(), total)
-        executor = WorkerPool(n, initializer=init_worker, initargs=(model,),
+        executor = WorkerPool(n, initializer=init_worker, initargs=(model, threads),
                               task_timeout_s=TASK_TIMEOUT_S)
         parallel = n
     else:

@@ -85,7 +85,7 @@ def _wait(eng: Any, follower: _Follower, job: str, show: Any) -> dict[str, Any]:
               help="Analyse again files that failed before, even if they did not change.")
 @click.option("-k", "--patches", type=click.IntRange(min=0), default=None, metavar="K",
               help="Patches (~3 s each) analysed per track: fewer is faster, more is closer to "
-                   "the whole track; 0 = every patch (default: the 'patches' setting, else 32).")
+                   "the whole track; 0 = every patch (default: the 'patches' setting, else 16).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final scan status as JSON.")
 @click.pass_context

@@ -104,6 +104,7 @@ class Mp3Source(Source):
         ctx = av.CodecContext.create(self._decoder, "r")
         data, offsets, lengths = self.data, idx.offsets, idx.lengths
         out = np.zeros((f_hi - f_lo) * spf, dtype=np.float32)
+        stereo = idx.channels == 2
         bad = 0
         for f in range(first, f_hi):
             o = int(offsets[f])
@@ -113,13 +114,26 @@ class Mp3Source(Source):
                 got = []
                 if f >= f_lo:
                     bad += 1
-            if f < f_lo:
+            if f < f_lo or not got:
+                continue
+            fr = got[0]
+            dst = out[(f - f_lo) * spf:(f - f_lo + 1) * spf]
+            if len(got) == 1 and fr.samples == spf and fr.format.name == "fltp":
+                # the float planes straight into the output: (left + right) / 2 below
+                planes = fr.planes
+                if stereo:
+                    np.add(np.frombuffer(planes[0], np.float32, spf),
+                           np.frombuffer(planes[1], np.float32, spf), out=dst)
+                else:
+                    dst[:] = np.frombuffer(planes[0], np.float32, spf)
                 continue
             y = _mono(got)
             if y.shape[0] == spf:
-                out[(f - f_lo) * spf:(f - f_lo + 1) * spf] = y
-            elif y.shape[0]:  # a frame of another size: never seen in a valid stream
+                dst[:] = y * 2 if stereo else y  # halved with the rest below
+            else:  # a frame of another size: never seen in a valid stream
                 bad += 1
+        if stereo:
+            out *= np.float32(0.5)
         if bad > MAX_BAD_FRAME_SHARE * (f_hi - f_lo) and bad > 2:
             raise AudioError(self.path, f"damaged: {bad} of {f_hi - f_lo} MP3 frames near "
                                         f"{start / idx.sample_rate_hz:.1f} s do not decode")
