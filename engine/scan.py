@@ -389,9 +389,11 @@ _thread_models = threading.local()
 _ONE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                    "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
-#: Patches per ``invoke`` in a worker: all of a track's patches at once (one interpreter
-#: call per track; batch 1 and batch 16 measured the same to within 5 % on 2 cores).
-WORKER_BATCH = 64
+#: Patches per ``invoke`` in a worker. Batch 1 ran msd-musicnn-v2 as fast as batch 8 or 32
+#: (``benchmarks/models.py``: within the noise, batch 1 often first), and the interpreter's
+#: arena grows with the batch: 16 patches at once cost a worker ~100 MB more (the timbral
+#: convolution's output alone is 16 x 187 x 59 x 204 values), which a phone does not have.
+WORKER_BATCH = 1
 
 
 def limit_threads() -> None:
