@@ -2,8 +2,9 @@
 
 The command line, the daemon (:mod:`deejai.engine.rpc`), the Kivy app and the tray icon all
 talk to an :class:`Engine`, in process or through :class:`deejai.engine.rpc.Client`, which has
-the same method names, keyword parameters and JSON-serialisable results. :data:`RPC_METHODS`
-maps the wire names of the JSON-RPC protocol (``docs/protocol.md``) to these methods.
+the same method names, keyword parameters and JSON-serialisable results. Each public method is
+marked with :func:`~deejai.engine.methods.exposed` under its wire name; :data:`ENGINE_METHODS`
+is the resulting method table, the contract of ``docs/protocol.md``.
 
 Threading: the daemon calls the facade from a pool of threads. Each thread reads SQLite through
 its own connection; a scan runs on its own thread with the library's single writer connection,
@@ -29,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from deejai.engine.catalogue import Playlist, PlaylistEntry
 from deejai.engine.config import Paths, load_settings, paths as default_paths
 from deejai.engine.errors import (
     ConfigError,
@@ -38,24 +38,11 @@ from deejai.engine.errors import (
     PlaylistError,
     ScanRunningError,
 )
+from deejai.engine.methods import Method, exposed, method_table
 
-__all__ = ["Engine", "ScanJob", "RPC_METHODS", "EventCallback"]
+__all__ = ["Engine", "ScanJob", "ENGINE_METHODS", "EventCallback"]
 
 log = logging.getLogger(__name__)
-
-#: JSON-RPC method name -> Engine method name (see docs/protocol.md).
-RPC_METHODS: dict[str, str] = {
-    "library.scan": "scan",
-    "library.scan_status": "scan_status",
-    "library.cancel_scan": "cancel_scan",
-    "library.tracks": "tracks",
-    "library.track": "track",
-    "library.resolve": "resolve",
-    "playlist.join": "join",
-    "playlist.radio": "radio",
-    "playlist.export": "export",
-    "engine.status": "status",
-}
 
 EventCallback = Callable[[str, dict], None]
 
@@ -193,7 +180,9 @@ class Engine:
             self._cache = (revision, catalogue, index)
             return catalogue, index
 
-    def _entries(self, ids: Sequence[int], distances: Sequence[float]) -> list[PlaylistEntry]:
+    def _entries(self, ids: Sequence[int], distances: Sequence[float]) -> list[Any]:
+        from deejai.engine.catalogue import PlaylistEntry
+
         lib = self._library()
         entries = []
         for track_id, dist in zip(ids, distances):
@@ -260,6 +249,8 @@ class Engine:
         return unsubscribe
 
     # ------------------------------------------------------------------ scan
+    @exposed("library.scan", result='`{"job": str}` at once; the scan runs in the background',
+             notes={"patches": "patches per track; 0: every patch"})
     def scan(
         self,
         paths: Sequence[str] | None = None,
@@ -385,6 +376,9 @@ class Engine:
                 return None
             return max(self._jobs.values(), key=lambda j: j.started_at)
 
+    @exposed("library.scan_status", notes={"job": "latest"},
+             result="the job: `{job, roots, state, done, total, errors, rate, eta_s, "
+             "started_at, finished_at, summary, error}`, or `{\"job\": null, \"state\": \"idle\"}`")
     def scan_status(self, job: str | None = None) -> dict[str, Any]:
         """State of scan ``job`` (default: the latest); ``{"state": "idle"}`` when none ran."""
         found = self._job(job)
@@ -394,6 +388,8 @@ class Engine:
             return {"job": None, "state": "idle"}
         return found.to_dict()
 
+    @exposed("library.cancel_scan", notes={"job": "the running one"},
+             result='`{"job", "cancelled": bool}`')
     def cancel_scan(self, job: str | None = None) -> dict[str, Any]:
         """Ask scan ``job`` (default: the running one) to stop; what finished is committed."""
         found = self._job(job)
@@ -410,6 +406,7 @@ class Engine:
         return self.scan_status(job)
 
     # ------------------------------------------------------------------ tracks
+    @exposed("library.tracks", notes={"limit": "null: all"}, result="list of track records")
     def tracks(
         self, query: str | None = None, limit: int | None = 50, errors: bool = False
     ) -> list[dict[str, Any]]:
@@ -420,6 +417,7 @@ class Engine:
         status = "error" if errors else "ok"
         return self._library().tracks(query=query or None, limit=limit, status=status)
 
+    @exposed("library.resolve", result="the track record the spec names")
     def resolve(self, track: str | int) -> dict[str, Any]:
         """The track a path, id or query names.
 
@@ -429,6 +427,7 @@ class Engine:
         """
         return self.track(track)
 
+    @exposed("library.track", notes={"track": "path, id or query"}, result="one track record")
     def track(self, track: str | int) -> dict[str, Any]:
         """The full record of one track (path, tags, duration_s, status...)."""
         track_id = self._resolve_id(track)
@@ -440,6 +439,8 @@ class Engine:
         return rec
 
     # ------------------------------------------------------------------ playlists
+    @exposed("playlist.join", result="a playlist",
+             notes={"waypoints": '≥ 2 paths, ids, queries or `"tag:<label>"`'})
     def join(
         self,
         waypoints: Sequence[str | int],
@@ -476,6 +477,7 @@ class Engine:
             :meth:`deejai.engine.catalogue.Playlist.to_dict`.
         """
         from deejai.engine import playlist as pl
+        from deejai.engine.catalogue import Playlist
 
         if len(waypoints) < 2:
             raise PlaylistError("join needs at least two waypoints (--from and --to)")
@@ -505,6 +507,7 @@ class Engine:
                   "transitions": bool(transitions)}
         return Playlist(self._entries(ids, dists), kind="join", params=params).to_dict()
 
+    @exposed("playlist.radio", notes={"seeds": "≥ 1"}, result="a playlist")
     def radio(
         self,
         seeds: Sequence[str | int],
@@ -529,6 +532,7 @@ class Engine:
             As for :meth:`join`.
         """
         from deejai.engine import playlist as pl
+        from deejai.engine.catalogue import Playlist
 
         if not seeds:
             raise PlaylistError("radio needs at least one seed track")
@@ -553,6 +557,8 @@ class Engine:
                   "max_duration_s": max_duration_s}
         return Playlist(self._entries(ids, dists), kind="radio", params=params).to_dict()
 
+    @exposed("playlist.export", result='`{"format", "path"}` when written, '
+             '`{"format", "content"}` otherwise')
     def export(
         self, playlist: dict[str, Any], format: str | None = None, path: str | None = None
     ) -> dict[str, Any]:
@@ -573,6 +579,7 @@ class Engine:
         dict
             ``{"format", "path"}`` when written, ``{"format", "content"}`` otherwise.
         """
+        from deejai.engine.catalogue import Playlist
         from deejai.plugins import manager
 
         try:
@@ -594,6 +601,7 @@ class Engine:
         return {"format": name, "content": content.decode("utf-8")}
 
     # ------------------------------------------------------------------ status
+    @exposed("engine.status", result="library statistics, index state, model, current scan")
     def status(self) -> dict[str, Any]:
         """Library statistics, index state, the model and the current scan."""
         lib = self._library()
@@ -659,3 +667,8 @@ class Engine:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+#: Wire name -> :class:`~deejai.engine.methods.Method`: the Engine's part of the contract
+#: (``docs/protocol.md``); the daemon's built-in methods are in :mod:`deejai.engine.rpc.dispatch`.
+ENGINE_METHODS: dict[str, Method] = method_table(Engine)

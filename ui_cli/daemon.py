@@ -74,7 +74,10 @@ def serve(ctx: click.Context, socket_path: str | None, tcp: str | None, foregrou
             click.echo(f"deejai: daemon (pid {os.getpid()}) listening on {where}; "
                        f"log: {p.log_file}", err=True)
 
-    run_daemon(socket_path=socket_path, tcp=tcp, paths=p, on_ready=ready)
+    from deejai.plugins.manager import rpc_methods
+
+    run_daemon(socket_path=socket_path, tcp=tcp, paths=p, on_ready=ready,
+               extra_methods=rpc_methods())
 
 
 def _lock_free() -> bool:

@@ -1,0 +1,116 @@
+"""The contract every front end stands on: one method table, a transport-free dispatcher.
+
+* ``docs/protocol.md``'s method list is the method table's;
+* the dispatcher answers through an in-process transport (no socket) with the same replies,
+  errors and notifications the daemon sends;
+* the client's methods are the table's, with the Engine's signatures.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from deejai.engine.errors import ConfigError, DaemonError, LibraryEmptyError, PlaylistError
+from deejai.engine.methods import DOC_BEGIN, DOC_END, markdown_table
+from deejai.engine.rpc import Client, Dispatcher, InProcessTransport
+from deejai.engine.rpc.dispatch import contract
+from deejai.engine.service import ENGINE_METHODS, Engine
+from tests.audiogen import make_library
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_protocol_document_lists_the_method_table():
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    start, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
+    assert text[start:end].strip() == markdown_table(contract()).strip(), (
+        "docs/protocol.md is out of date: run `python -m deejai.engine.methods`")
+    names = {m.name for m in contract()}
+    assert {"playlist.join", "library.scan", "engine.ping", "engine.status"} <= names
+
+
+def test_every_public_engine_method_is_in_the_table_or_local():
+    """A public Engine method is on the wire, or one of the few that only make sense in
+    process (events by callback, waiting, closing)."""
+    local = {"subscribe", "wait_scan", "close"}
+    public = {n for n, v in vars(Engine).items() if callable(v) and not n.startswith("_")}
+    assert public == {m.attr for m in ENGINE_METHODS.values()} | local
+
+
+@pytest.fixture
+def local_client():
+    engine = Engine(scan_executor="thread")
+    transport = InProcessTransport(Dispatcher(engine))
+    client = Client(transport, transport.address, timeout=60)
+    yield client, engine
+    client.close()
+    engine.close()
+
+
+def test_in_process_transport_speaks_the_protocol(local_client):
+    client, engine = local_client
+    assert client.ping()["pong"] is True
+    assert client.scan_status() == {"job": None, "state": "idle"}
+    with pytest.raises(LibraryEmptyError):
+        client.join(waypoints=[1, 2])
+    with pytest.raises(PlaylistError, match="two waypoints"):
+        client.join(["only one"])
+    with pytest.raises(DaemonError, match="method not found"):
+        client.call("library.drop_all")
+    with pytest.raises(ConfigError, match="/no/such/folder"):
+        client.scan(paths=["/no/such/folder"])
+
+
+@pytest.mark.parametrize("params, name, message", [
+    ({"waypoints": ["a", "b"], "n": "eight"}, "n", "n: expected `int`, got `str`"),
+    ({"waypoints": ["a", "b"], "n": True}, "n", "n: expected `int`, got `bool`"),
+    ({"waypoints": [["a"], "b"]}, "waypoints", "at `waypoints[0]`"),
+    ({"waypoints": ["a", "b"], "seed": 1.5}, "seed", "seed: expected `int | null`"),
+    ({"waypoints": ["a", "b"], "colour": "red"}, "colour", "unexpected parameter 'colour'"),
+    ({}, "waypoints", "missing required parameter 'waypoints'"),
+])
+def test_parameters_are_checked_against_the_table(params, name, message):
+    engine = Engine()
+    transport = InProcessTransport(Dispatcher(engine))
+    transport.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "playlist.join",
+                               "params": params}).encode() + b"\n")
+    reply = json.loads(next(transport.lines()))
+    assert reply["error"]["code"] == -32602
+    assert message in reply["error"]["message"]
+    assert reply["error"]["data"] == {"param": name}
+    transport.close()
+    engine.close()
+
+
+def test_numbers_accept_integers(local_client):
+    """An integer where a number is expected is fine (the call then fails for its own
+    reason: the library is empty)."""
+    client, _ = local_client
+    with pytest.raises(LibraryEmptyError):
+        client.join(waypoints=["a", "b"], noise=1, max_duration_s=300)
+
+
+def test_notifications_reach_an_in_process_subscriber(local_client, tmp_path):
+    client, _ = local_client
+    make_library(tmp_path / "music", n=2, seconds=3.0)
+    events = client.events(timeout=120)
+    job = client.scan(paths=[str(tmp_path / "music")], workers=1)["job"]
+    seen = []
+    for event, params in events:
+        assert params["job"] == job
+        seen.append(event)
+        if event == "scan.finished":
+            break
+    assert seen[-1] == "scan.finished" and "scan.progress" in seen
+    assert client.scan_status(job)["state"] == "finished"
+    assert [t["title"] for t in client.tracks()] != []
+
+
+def test_client_signatures_are_the_engines(local_client):
+    client, engine = local_client
+    for method in ENGINE_METHODS.values():
+        assert inspect.signature(getattr(client, method.attr)) == inspect.signature(
+            getattr(engine, method.attr)), method.name
