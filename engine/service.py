@@ -28,7 +28,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from deejai.engine.config import Paths, load_settings, paths as default_paths
 from deejai.engine.errors import (
@@ -103,6 +103,13 @@ class Engine:
         Where scans analyse files: a pool of worker processes (the default, and the fast
         choice on a desktop), or threads in this process, for platforms that cannot start
         processes (Android, iOS). Default: the ``scan_executor`` setting, else "process".
+    exporters : iterable or mapping of exporters, optional
+        The playlist formats :meth:`export` can write (``name``, ``extension``,
+        ``media_type``, ``render``); the composition root hands over the plugins' ones
+        (:func:`deejai.plugins.manager.build_engine`). None: no formats.
+    sinks : mapping, optional
+        Sink name -> sink (``send(playlist, settings_section, **options)``), for
+        :meth:`send`.
 
     Every public method takes keyword parameters and returns JSON-serialisable values, so the
     same call works in process and over the daemon's socket. Errors are
@@ -116,7 +123,11 @@ class Engine:
         settings: dict[str, Any] | None = None,
         index_backend: str = "auto",
         scan_executor: str | None = None,
+        exporters: Any = None,
+        sinks: Mapping[str, Any] | None = None,
     ) -> None:
+        from deejai.engine.export import Exporters
+
         self.paths = (paths or default_paths()).ensure()
         self.settings = settings if settings is not None else load_settings(self.paths)
         from deejai.models import DEFAULT_MODEL
@@ -128,6 +139,9 @@ class Engine:
             raise ConfigError(
                 f"scan_executor must be 'process' or 'thread', not {self.scan_executor!r}"
             )
+        self.exporters = exporters if isinstance(exporters, Exporters) else Exporters(
+            exporters or ())
+        self.sinks: dict[str, Any] = dict(sinks or {})
         self._local = threading.local()
         self._libraries: list[Any] = []
         self._lib_lock = threading.Lock()
@@ -579,26 +593,45 @@ class Engine:
         dict
             ``{"format", "path"}`` when written, ``{"format", "content"}`` otherwise.
         """
-        from deejai.engine.catalogue import Playlist
-        from deejai.plugins import manager
+        from deejai.engine.export import as_playlist
 
-        try:
-            pl = Playlist.from_dict(playlist)
-        except (TypeError, AttributeError, ValueError) as exc:
-            raise PlaylistError(
-                f"not a playlist: {exc}; pass a playlist as join or radio return it"
-            ) from None
+        pl = as_playlist(playlist)
         if path is not None:
-            written = manager.write_playlist(pl, path, format=format)
-            return {"format": format or Path(path).suffix.lstrip(".").lower(), "path": str(written)}
+            written, name = self.exporters.write(pl, path, format=format)
+            return {"format": name, "path": str(written)}
         name = format or "m3u8"
-        exporter = manager.exporters().get(name)
-        if exporter is None:
-            raise ConfigError(
-                f"unknown playlist format {name!r}; known: {', '.join(sorted(manager.exporters()))}"
-            )
-        content = exporter.render(pl, None)
-        return {"format": name, "content": content.decode("utf-8")}
+        content = self.exporters.render(pl, name)
+        return {"format": self.exporters.get(name).name, "content": content.decode("utf-8")}
+
+    @exposed("playlist.formats", result='`[{"name", "extension", "media_type"}, ...]`')
+    def formats(self) -> list[dict[str, str]]:
+        """The playlist formats :meth:`export` writes, for front ends' save dialogs."""
+        return self.exporters.describe()
+
+    def send(self, playlist: dict[str, Any], sink: str, **options: Any) -> dict[str, Any]:
+        """Send ``playlist`` to the sink ``sink`` (MPD...) with its settings section.
+
+        Raises
+        ------
+        PluginError
+            No such sink, or the sink failed unexpectedly.
+        DeejaiError
+            What the sink raises (``SinkError`` when it cannot be reached).
+        """
+        from deejai.engine.errors import PluginError
+        from deejai.engine.export import as_playlist
+
+        target = self.sinks.get(sink)
+        if target is None:
+            known = ", ".join(sorted(self.sinks)) or "none"
+            raise PluginError(f"no plugin provides the sink {sink!r}; known sinks: {known}")
+        section = self.settings.get(sink) if isinstance(self.settings, Mapping) else None
+        try:
+            return target.send(as_playlist(playlist), dict(section or {}), **options)
+        except DeejaiError:
+            raise
+        except Exception as exc:  # a third-party sink's bug: one line, not a traceback
+            raise PluginError(f"the {sink!r} sink failed: {type(exc).__name__}: {exc}") from exc
 
     # ------------------------------------------------------------------ status
     @exposed("engine.status", result="library statistics, index state, model, current scan")

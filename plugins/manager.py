@@ -56,6 +56,8 @@ __all__ = [
     "install_commands",
     "write_playlist",
     "render_playlist",
+    "build_engine",
+    "send_to_sink",
 ]
 
 log = logging.getLogger("deejai.plugins")
@@ -546,20 +548,14 @@ def exporters() -> dict[str, Exporter]:
 
 
 def get_exporter(name: str) -> Exporter:
-    """The exporter called ``name``.
+    """The exporter called ``name`` (see :meth:`deejai.engine.export.Exporters.get`).
 
     Raises
     ------
     ConfigError
         When no loaded plugin provides it; the message lists the known formats.
     """
-    known = exporters()
-    try:
-        return known[name.lower()]
-    except KeyError:
-        raise ConfigError(
-            f"unknown playlist format {name!r}; known formats: {', '.join(sorted(known))}"
-        ) from None
+    return _exporters().get(name)
 
 
 def exporter_for_path(path: str | os.PathLike[str]) -> Exporter:
@@ -571,14 +567,13 @@ def exporter_for_path(path: str | os.PathLike[str]) -> Exporter:
         When the extension is missing or no exporter writes it; the message names the file and
         lists the known extensions.
     """
-    suffix = Path(path).suffix.lower().lstrip(".")
-    known = exporters()
-    for exporter in known.values():
-        if exporter.extension.lower() == suffix:
-            return exporter
-    extensions = ", ".join(sorted("." + e.extension for e in known.values()))
-    what = f"'.{suffix}' files" if suffix else "files without an extension"
-    raise ConfigError(f"{path}: no playlist format writes {what}; known: {extensions}")
+    return _exporters().for_path(path)
+
+
+def _exporters() -> Any:
+    from deejai.engine.export import Exporters
+
+    return Exporters(exporters())
 
 
 def sinks() -> dict[str, Sink]:
@@ -630,17 +625,71 @@ def install_commands(cli: Any) -> list[str]:
 
 
 def write_playlist(playlist: Any, path: str | os.PathLike[str], format: str | None = None) -> Path:
-    """Write ``playlist`` atomically with a registered exporter; see
-    :func:`deejai.plugins.exporters.write_playlist` (re-exported here for the Engine)."""
-    from deejai.plugins.exporters import write_playlist as _write_playlist
+    """Write ``playlist`` atomically with a loaded exporter; returns the absolute path.
 
-    return _write_playlist(playlist, path, format=format)
+    ``~`` is expanded and a relative ``path`` made absolute here, at the edge (a Python caller
+    of the plugin API); see :meth:`deejai.engine.export.Exporters.write`.
+    """
+    target = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    return _exporters().write(playlist, target, format=format)[0]
 
 
 def render_playlist(playlist: Any, format: str, base_dir: str | os.PathLike[str] | None = None
                     ) -> bytes:
-    """Render ``playlist`` with the exporter ``format``; see
-    :func:`deejai.plugins.exporters.render_playlist`."""
-    from deejai.plugins.exporters import render_playlist as _render_playlist
+    """Render ``playlist`` (a Playlist or its dict) with the loaded exporter ``format``; see
+    :meth:`deejai.engine.export.Exporters.render`."""
+    return _exporters().render(playlist, format, base_dir)
 
-    return _render_playlist(playlist, format, base_dir)
+
+def send_to_sink(name: str, playlist: Any, settings: Any = None, **options: Any) -> dict[str, Any]:
+    """Send ``playlist`` (a Playlist or its dict) to the sink ``name``, in this process.
+
+    The sink receives its own section of the settings (``[mpd]`` for ``mpd``), not the whole
+    settings.
+
+    Parameters
+    ----------
+    name : str
+    playlist : Playlist or dict
+    settings : Settings or dict, optional
+        Default: :func:`deejai.engine.config.load_settings`.
+    **options
+        The sink's options (``host``, ``mode``...).
+
+    Raises
+    ------
+    PluginError
+        No such sink, or the sink failed unexpectedly.
+    DeejaiError
+        What the sink raises (``SinkError``, ``ConfigError``).
+    """
+    from deejai.engine.errors import DeejaiError
+    from deejai.engine.export import as_playlist
+
+    sink = get_sink(name)
+    if settings is None:
+        from deejai.engine.config import load_settings
+
+        settings = load_settings()
+    section = settings.get(name) if hasattr(settings, "get") else None
+    try:
+        return sink.send(as_playlist(playlist), dict(section or {}), **options)
+    except DeejaiError:
+        raise
+    except Exception as exc:  # a third-party sink's bug: one line, not a traceback
+        raise PluginError(f"the {name!r} sink failed: {type(exc).__name__}: {exc}") from exc
+
+
+def build_engine(**options: Any) -> Any:
+    """The composition root of an in-process Engine: one with the loaded plugins' exporters
+    and sinks (the engine itself never imports plugins).
+
+    Parameters
+    ----------
+    **options
+        Passed to :class:`deejai.engine.service.Engine` (``paths``, ``settings``,
+        ``index_backend``, ``scan_executor``).
+    """
+    from deejai.engine.service import Engine
+
+    return Engine(exporters=exporters(), sinks=sinks(), **options)

@@ -81,7 +81,7 @@ def track_uri(path: str | os.PathLike[str], music_directory: str | os.PathLike[s
 
 def send(
     playlist: Playlist | Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: Mapping[str, Any] | None = None,
     *,
     host: str | None = None,
     port: int | None = None,
@@ -97,9 +97,9 @@ def send(
     ----------
     playlist : Playlist or dict
         The playlist (or its :meth:`~deejai.engine.catalogue.Playlist.to_dict` form).
-    settings : dict
-        deejai's settings (:func:`deejai.engine.config.load_settings`); the ``mpd`` table gives
-        the defaults of ``host``, ``port``, ``music_directory`` and ``password``.
+    settings : dict, optional
+        The ``[mpd]`` section of the settings (a sink receives its own section): the defaults
+        of ``host``, ``port``, ``music_directory`` and ``password``.
     host : str, optional
         MPD's host name, or the path of its Unix socket.
     port : int, optional
@@ -140,7 +140,7 @@ def send(
 
     if not isinstance(playlist, Playlist):
         playlist = Playlist.from_dict(dict(playlist))
-    cfg = dict(settings.get("mpd") or {})
+    cfg = dict(settings or {})
     host = str(host or cfg.get("host") or "localhost")
     port = int(port or cfg.get("port") or DEFAULT_PORT)
     password = password or cfg.get("password") or None
@@ -250,13 +250,9 @@ def register_sinks() -> list[Sink]:
     return [MPD_SINK]
 
 
-def _rpc_send(engine: Any, playlist: Mapping[str, Any], **options: Any) -> dict[str, Any]:
-    settings = getattr(engine, "settings", None)
-    if not isinstance(settings, Mapping):
-        from deejai.engine.config import load_settings
-
-        settings = load_settings()
-    return send(playlist, settings, **options)
+def _rpc_send(engine: Any, playlist: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """``sink.mpd.send``: the engine sends with its ``[mpd]`` settings section."""
+    return engine.send(playlist, "mpd", **options)
 
 
 @hookimpl

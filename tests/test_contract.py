@@ -35,7 +35,7 @@ def test_protocol_document_lists_the_method_table():
 def test_every_public_engine_method_is_in_the_table_or_local():
     """A public Engine method is on the wire, or one of the few that only make sense in
     process (events by callback, waiting, closing)."""
-    local = {"subscribe", "wait_scan", "close"}
+    local = {"subscribe", "wait_scan", "close", "send"}
     public = {n for n, v in vars(Engine).items() if callable(v) and not n.startswith("_")}
     assert public == {m.attr for m in ENGINE_METHODS.values()} | local
 
@@ -114,3 +114,57 @@ def test_client_signatures_are_the_engines(local_client):
     for method in ENGINE_METHODS.values():
         assert inspect.signature(getattr(client, method.attr)) == inspect.signature(
             getattr(engine, method.attr)), method.name
+
+
+# ------------------------------------------------------------------------------ layers
+FORBIDDEN = ("deejai.plugins", "deejai.ui_cli", "deejai.ui_kivy", "click", "kivy", "pystray")
+
+
+def _imports(path: Path, package: str) -> list[tuple[int, str]]:
+    """Every module an engine file imports (top level or inside functions), absolute."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against the file's package
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                name = f"{base}.{node.module}" if node.module else base
+            else:
+                name = node.module or ""
+            out.append((node.lineno, name))
+    return out
+
+
+def test_the_engine_imports_no_plugin_no_ui_and_no_toolkit():
+    """A static walk of every module of deejai.engine: no edge to plugins, UIs, click, Kivy or
+    pystray, even inside a function."""
+    engine_dir = ROOT / "engine"
+    files = sorted(engine_dir.rglob("*.py"))
+    assert len(files) > 15
+    bad = []
+    for path in files:
+        rel = path.relative_to(engine_dir).with_suffix("")
+        parts = ["deejai", "engine", *rel.parts]
+        package = ".".join(parts[:-1] if parts[-1] != "__init__" else parts[:-1])
+        for line, name in _imports(path, package):
+            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN):
+                bad.append(f"engine/{path.relative_to(engine_dir)}:{line} imports {name}")
+    assert bad == []
+
+
+def test_the_import_walk_sees_imports_inside_functions(tmp_path):
+    """The check above would catch a lazy import (it did: service.py imported the plugin
+    manager inside Engine.export)."""
+    f = tmp_path / "m.py"
+    f.write_text("def f():\n    from deejai.plugins import manager\n    import click\n")
+    assert [n for _, n in _imports(f, "deejai.engine")] == ["deejai.plugins", "click"]
+
+
+def test_the_built_in_exporters_do_not_import_the_plugin_manager():
+    """The old cycle plugins/exporters.py <-> plugins/manager.py is gone."""
+    names = [n for _, n in _imports(ROOT / "plugins" / "exporters.py", "deejai.plugins")]
+    assert not any(n.startswith("deejai.plugins.manager") for n in names), names

@@ -30,9 +30,9 @@ def get_engine(ctx: click.Context, *, prefer_daemon: bool = True) -> Any:
         if Client is not None:
             engine = Client.connect_or_none()
     if engine is None:
-        from deejai.engine.service import Engine
+        from deejai.plugins.manager import build_engine
 
-        engine = Engine()
+        engine = build_engine()
     obj["engine"] = engine
     root.obj = obj
     root.call_on_close(engine.close)

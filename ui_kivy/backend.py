@@ -172,9 +172,9 @@ class Backend:
 
     def _open(self) -> Any:
         if self.embedded:
-            from deejai.engine.service import Engine
+            from deejai.plugins.manager import build_engine
 
-            return Engine(index_backend=self.index_backend)
+            return build_engine(index_backend=self.index_backend)
         client = self._connect_once()
         if client is None and self.start_daemon and not self._spawned_once:
             proc = self.spawn_daemon()

@@ -737,15 +737,11 @@ class TrayController:
         if self.send_to == "open":
             self._open_path(Path(path))
             return None
-        from deejai.engine.catalogue import Playlist, PlaylistEntry
-        from deejai.plugins import manager
+        from deejai.plugins.manager import send_to_sink
 
-        sink = manager.get_sink(self.send_to)
-        if playlist is not None:
-            pl = Playlist.from_dict(dict(playlist))
-        else:
-            pl = Playlist([PlaylistEntry(id=0, path=str(p)) for p in read_playlist_paths(path)])
-        report = sink.send(pl, self.settings)
+        if playlist is None:
+            playlist = {"entries": [{"id": 0, "path": str(p)} for p in read_playlist_paths(path)]}
+        report = send_to_sink(self.send_to, playlist, self.settings)
         added = len(report.get("added") or []) if isinstance(report, Mapping) else None
         if added is not None:
             self._notify("deejai", f"sent {added} tracks to {self.send_to}")
