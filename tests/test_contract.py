@@ -168,3 +168,30 @@ def test_the_built_in_exporters_do_not_import_the_plugin_manager():
     """The old cycle plugins/exporters.py <-> plugins/manager.py is gone."""
     names = [n for _, n in _imports(ROOT / "plugins" / "exporters.py", "deejai.plugins")]
     assert not any(n.startswith("deejai.plugins.manager") for n in names), names
+
+
+def test_the_tray_launches_the_kivy_app_and_never_imports_it():
+    for path in sorted((ROOT / "plugins" / "tray").glob("*.py")):
+        names = [n for _, n in _imports(path, "deejai.plugins.tray")]
+        assert not any(n == "kivy" or n.startswith(("deejai.ui_kivy", "kivy.")) for n in names), (
+            path.name, names)
+    from deejai.plugins.tray import desktop
+
+    app = desktop.kivy_app_command("radio")
+    if app is not None:
+        assert app[1:] == ["-m", "deejai.ui_kivy.app", "--screen", "radio"]
+
+
+def test_front_ends_do_not_recognise_errors_by_text_or_class_name():
+    """Connection errors are typed; no front end reads a message or a class name to decide."""
+    import re
+
+    pattern = re.compile(r"in str\((exc|e|err|error)\)|type\([^)]*\)\.__name__ *[=!]=|"
+                         r"__name__ == \"Client\"|type\((exc|e|err|error)\) is (not )?\w+Error")
+    hits = []
+    for folder in ("ui_cli", "ui_kivy", "plugins/tray", "engine/rpc"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if pattern.search(line):
+                    hits.append(f"{folder}/{path.name}:{no}: {line.strip()}")
+    assert hits == []

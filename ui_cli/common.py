@@ -21,17 +21,13 @@ def get_engine(ctx: click.Context, *, prefer_daemon: bool = True) -> Any:
     obj = root.obj if isinstance(root.obj, dict) else {}
     if "engine" in obj:
         return obj["engine"]
-    engine: Any = None
-    if prefer_daemon and not obj.get("no_daemon"):
-        try:
-            from deejai.engine.rpc import Client
-        except ImportError:  # pragma: no cover - rpc is part of the package
-            Client = None  # type: ignore[assignment]
-        if Client is not None:
-            engine = Client.connect_or_none()
-    if engine is None:
-        from deejai.plugins.manager import build_engine
+    from deejai.plugins.manager import build_engine
 
+    if prefer_daemon and not obj.get("no_daemon"):
+        from deejai.engine.rpc import connect
+
+        engine: Any = connect(fallback="in-process", engine_factory=build_engine)
+    else:
         engine = build_engine()
     obj["engine"] = engine
     root.obj = obj
@@ -41,7 +37,9 @@ def get_engine(ctx: click.Context, *, prefer_daemon: bool = True) -> Any:
 
 def uses_daemon(engine: Any) -> bool:
     """True when ``engine`` is a client of a running daemon."""
-    return type(engine).__name__ == "Client"
+    from deejai.engine.rpc import is_remote
+
+    return is_remote(engine)
 
 
 def console() -> Any:

@@ -29,6 +29,7 @@ The JSON-RPC 2.0 specification: https://www.jsonrpc.org/specification
 from __future__ import annotations
 
 from deejai.engine.rpc.client import Client, SocketTransport
+from deejai.engine.rpc.connect import connect, daemon_command, is_remote, spawn_daemon
 from deejai.engine.rpc.connection import WRITE_TIMEOUT_S
 from deejai.engine.rpc.dispatch import (
     BUILTIN_METHODS,
@@ -66,6 +67,10 @@ from deejai.engine.rpc.transport import (
 )
 
 __all__ = [
+    "connect",
+    "is_remote",
+    "spawn_daemon",
+    "daemon_command",
     "Server",
     "Client",
     "Dispatcher",

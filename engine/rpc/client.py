@@ -125,6 +125,9 @@ class Client:
     ...     playlist = client.join(waypoints=["battle epic", "ambient 4"], n=8)
     """
 
+    #: The daemon process :func:`deejai.engine.connect` started for this client, if any.
+    daemon_process: Any = None
+
     def __init__(self, transport: Transport | socket.socket, address: str, *,
                  timeout: float | None = None):
         if isinstance(transport, socket.socket):

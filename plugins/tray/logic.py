@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deejai.engine.errors import ConfigError, DaemonError, DeejaiError
+from deejai.engine.errors import ConfigError, DaemonError, DaemonNotRunning, DeejaiError
 
 __all__ = [
     "NOT_RUNNING",
@@ -328,6 +328,16 @@ def playlist_file_name(playlist: Mapping[str, Any], when: float | None = None) -
     return stem + ".m3u8"
 
 
+def _connect_to_daemon() -> Any:
+    """The shared :func:`deejai.engine.connect` policy, daemon only; None when none answers."""
+    from deejai.engine.rpc import connect
+
+    try:
+        return connect(fallback="error")
+    except DaemonNotRunning:
+        return None
+
+
 def _tray_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     tray = settings.get("tray") or {}
     if not isinstance(tray, Mapping):
@@ -345,9 +355,10 @@ class TrayController:
     paths : Paths, optional
         deejai's folders (default :func:`deejai.engine.config.paths`).
     connect : callable, optional
-        ``connect() -> client or None``; default
-        :meth:`deejai.engine.rpc.Client.connect_or_none`. The client has the Engine's methods
-        (``scan``, ``status``, ``join``, ``radio``, ``export``, ``subscribe``...).
+        ``connect() -> client or None``; default: :func:`deejai.engine.connect` (the daemon
+        only: the tray never opens the library itself), None when no daemon answers. The
+        client has the Engine's methods (``scan``, ``status``, ``join``, ``radio``,
+        ``export``, ``subscribe``...).
     notify : callable, optional
         ``notify(title, message)`` shows a message to the person (default: the log).
     ask_tracks : callable, optional
@@ -405,11 +416,7 @@ class TrayController:
         if self.poll_interval_s <= 0:
             raise ConfigError("settings: [tray] poll_interval_s must be more than 0")
 
-        if connect is None:
-            from deejai.engine.rpc import Client
-
-            connect = Client.connect_or_none
-        self._connect = connect
+        self._connect = connect or _connect_to_daemon
         self._notify = notify or (lambda title, message: log.warning("%s: %s", title, message))
         self._ask_tracks = ask_tracks or desktop.ask_two_tracks
         self._launch = launch or desktop.launch_detached
@@ -486,7 +493,7 @@ class TrayController:
 
         Raises
         ------
-        DaemonError
+        DaemonNotRunning
             When no daemon answers; the message says how to start one.
         """
         with self._lock:
@@ -497,8 +504,8 @@ class TrayController:
         client = self._connect()
         if client is None:
             self._set_state(NOT_RUNNING)
-            raise DaemonError("the deejai daemon is not running: choose Start daemon, or run "
-                              "`deejai serve`")
+            raise DaemonNotRunning("the deejai daemon is not running",
+                                   hint="choose Start daemon, or run `deejai serve`")
         try:
             unsubscribe = client.subscribe(self._on_event)
         except DeejaiError:
