@@ -39,6 +39,7 @@ from deejai.engine.errors import (
     ScanRunningError,
 )
 from deejai.engine.methods import Method, exposed, method_table
+from deejai.models import DEFAULT_MODEL
 
 __all__ = ["Engine", "ScanJob", "ENGINE_METHODS", "EventCallback"]
 
@@ -130,8 +131,6 @@ class Engine:
 
         self.paths = (paths or default_paths()).ensure()
         self.settings = settings if settings is not None else load_settings(self.paths)
-        from deejai.models import DEFAULT_MODEL
-
         self.model_name: str = str(self.settings.get("model") or DEFAULT_MODEL)
         self.index_backend = index_backend
         self.scan_executor = str(scan_executor or self.settings.get("scan_executor") or "process")
@@ -295,7 +294,8 @@ class Engine:
         ConfigError
             When no folder is given and none is configured.
         """
-        roots = [str(Path(p).expanduser()) for p in (paths or self.settings.get("music_dirs") or [])]
+        # absolute already: the front end (or the settings loader) made them so, at the edge
+        roots = [str(p) for p in (paths or self.settings.get("music_dirs") or [])]
         if not roots:
             raise ConfigError("no music folder given: run `deejai scan ~/Music`")
         for root in roots:

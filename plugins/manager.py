@@ -58,6 +58,8 @@ __all__ = [
     "render_playlist",
     "build_engine",
     "send_to_sink",
+    "settings_sections",
+    "load_settings",
 ]
 
 log = logging.getLogger("deejai.plugins")
@@ -73,7 +75,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
 }
 
 #: The hooks that return data, in the order they are called.
-DATA_HOOKS = ("register_exporters", "register_sinks", "register_rpc_methods", "register_frontends")
+DATA_HOOKS = ("register_exporters", "register_sinks", "register_rpc_methods", "register_frontends",
+              "register_settings")
 ALL_HOOKS = ("register_commands", *DATA_HOOKS)
 
 
@@ -103,7 +106,7 @@ class PluginInfo:
         Hooks the plugin implements.
     provides : dict of str to list of str
         Names it contributed: ``commands``, ``exporters``, ``sinks``, ``rpc_methods``,
-        ``frontends`` (empty lists omitted).
+        ``frontends``, ``settings`` (sections; empty lists omitted).
     """
 
     name: str
@@ -147,6 +150,7 @@ class _Contributions:
     sinks: list[Sink] = field(default_factory=list)
     rpc_methods: dict[str, Callable[..., Any]] = field(default_factory=dict)
     frontends: list[FrontEnd] = field(default_factory=list)
+    settings: dict[str, type] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
 
 
@@ -262,6 +266,7 @@ class DeejaiPluginManager(pluggy.PluginManager):
                 ("sinks", [s.name for s in contributions.sinks]),
                 ("rpc_methods", list(contributions.rpc_methods)),
                 ("frontends", [f.name for f in contributions.frontends]),
+                ("settings", list(contributions.settings)),
             )
             if names
         }
@@ -325,6 +330,22 @@ class DeejaiPluginManager(pluggy.PluginManager):
                 FrontEnd,
                 {"name": str, "description": str, "run": "callable"},
             )
+        import msgspec
+
+        for result in self._call(plugin, "register_settings"):
+            if not isinstance(result, dict) or not all(
+                    isinstance(k, str) and k and isinstance(v, type)
+                    and issubclass(v, msgspec.Struct) for k, v in result.items()):
+                raise _PluginFailure(
+                    f"register_settings() returned {_describe(result)}, expected a dict of "
+                    "section name -> msgspec.Struct class")
+            for name, schema in result.items():
+                try:
+                    schema()
+                except Exception as exc:
+                    raise _PluginFailure(f"register_settings() section {name!r}: the schema "
+                                         f"has no defaults ({exc})") from None
+            out.settings.update(result)
         # register_commands is checked against a scratch group, so that a broken plugin shows in
         # the report even when no command line was built (the daemon).
         import click
@@ -414,6 +435,10 @@ class DeejaiPluginManager(pluggy.PluginManager):
     def frontends(self) -> dict[str, FrontEnd]:
         """Front-end name -> :class:`FrontEnd`, from every loaded plugin."""
         return self._merged("frontends")
+
+    def settings_sections(self) -> dict[str, type]:
+        """Section name -> settings schema, from every loaded plugin."""
+        return self._merged("settings")
 
     def install_commands(self, cli: Any) -> list[str]:
         """Run every loaded plugin's ``register_commands`` hook on the real command group.
@@ -602,6 +627,19 @@ def frontends() -> dict[str, FrontEnd]:
     return get_plugin_manager().frontends()
 
 
+def settings_sections() -> dict[str, type]:
+    """Section name -> settings schema (``msgspec.Struct``) of all loaded plugins."""
+    return get_plugin_manager().settings_sections()
+
+
+def load_settings(p: Any = None) -> Any:
+    """The settings with the loaded plugins' sections checked against their schemas; see
+    :func:`deejai.engine.config.load_settings`."""
+    from deejai.engine.config import load_settings as load
+
+    return load(p, sections=settings_sections())
+
+
 def plugin_report() -> dict[str, Any]:
     """What is loaded and what is not.
 
@@ -652,7 +690,7 @@ def send_to_sink(name: str, playlist: Any, settings: Any = None, **options: Any)
     name : str
     playlist : Playlist or dict
     settings : Settings or dict, optional
-        Default: :func:`deejai.engine.config.load_settings`.
+        Default: :func:`load_settings`.
     **options
         The sink's options (``host``, ``mode``...).
 
@@ -668,8 +706,6 @@ def send_to_sink(name: str, playlist: Any, settings: Any = None, **options: Any)
 
     sink = get_sink(name)
     if settings is None:
-        from deejai.engine.config import load_settings
-
         settings = load_settings()
     section = settings.get(name) if hasattr(settings, "get") else None
     try:
@@ -690,6 +726,27 @@ def build_engine(**options: Any) -> Any:
         Passed to :class:`deejai.engine.service.Engine` (``paths``, ``settings``,
         ``index_backend``, ``scan_executor``).
     """
+    from deejai.engine.config import paths as default_paths
     from deejai.engine.service import Engine
 
+    if options.get("settings") is None:
+        options["settings"] = load_settings(options.get("paths") or default_paths())
     return Engine(exporters=exporters(), sinks=sinks(), **options)
+
+
+def settings_doc(path: str | os.PathLike[str]) -> None:
+    """Rewrite the generated key list of ``docs/settings.md`` at ``path`` from the schemas:
+    the engine's and the loaded plugins' sections."""
+    from deejai.engine.config import DOC_BEGIN, DOC_END, CoreSettings, settings_markdown
+
+    doc = Path(path)
+    text = doc.read_text(encoding="utf-8")
+    start, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
+    table = settings_markdown({"": CoreSettings, **settings_sections()})
+    doc.write_text(text[:start] + "\n" + table + text[end:], encoding="utf-8")
+
+
+if __name__ == "__main__":  # DEEJAI_PLUGINS=- python -m deejai.plugins.manager docs/settings.md
+    import sys
+
+    settings_doc(sys.argv[1] if len(sys.argv) > 1 else "docs/settings.md")

@@ -117,7 +117,7 @@ def push_playlist(
     ctx : click.Context, optional
         Default: the current context.
     settings : dict, optional
-        Default: :func:`deejai.engine.config.load_settings`.
+        Default: :func:`deejai.plugins.manager.load_settings`.
     echo : bool
         Print a summary (and each skipped track) on stderr.
 

@@ -21,7 +21,8 @@ with polling as the fallback), builds the menu as plain :class:`MenuEntry` objec
 menu's actions. The pystray glue (:mod:`deejai.plugins.tray.app`) only turns entries into
 ``pystray.MenuItem`` objects and pictures into icons.
 
-Settings (``settings.toml``, all optional)::
+Settings (``settings.toml``, all optional; the schema is
+:class:`deejai.plugins.tray.TraySettings`, listed in ``docs/settings.md``)::
 
     [tray]
     playlist_dir = "~/Music/Playlists"  # where the tray saves playlists (default: data dir)
@@ -339,10 +340,18 @@ def _connect_to_daemon() -> Any:
 
 
 def _tray_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[tray]`` section checked against :class:`~deejai.plugins.tray.TraySettings`,
+    defaults filled in."""
+    import msgspec
+
+    from deejai.plugins.tray import TraySettings
+
     tray = settings.get("tray") or {}
-    if not isinstance(tray, Mapping):
-        raise ConfigError(f"settings: [tray] must be a table, got {tray!r}")
-    return dict(tray)
+    try:
+        return msgspec.to_builtins(msgspec.convert(dict(tray), TraySettings))
+    except (msgspec.ValidationError, TypeError, ValueError) as exc:
+        reason = str(exc).replace("`$.", "`")
+        raise ConfigError(f"settings: [tray] {reason[:1].lower()}{reason[1:]}") from None
 
 
 class TrayController:
@@ -396,25 +405,19 @@ class TrayController:
         on_change: Callable[[TrayState], Any] | None = None,
         on_quit: Callable[[], Any] | None = None,
     ) -> None:
-        from deejai.engine.config import load_settings
         from deejai.engine.config import paths as default_paths
+        from deejai.plugins.manager import load_settings
         from deejai.plugins.tray import desktop
 
         self.paths = paths or default_paths()
-        self.settings = dict(settings) if settings is not None else load_settings(self.paths)
+        self.settings = settings if settings is not None else load_settings(self.paths)
         tray = _tray_settings(self.settings)
-        self.playlist_dir = Path(
-            str(tray.get("playlist_dir") or self.paths.data_dir / "playlists")).expanduser()
-        self.join_length = int(tray.get("join_length", 8))
-        self.radio_length = int(tray.get("radio_length", 20))
-        self.send_to = str(tray.get("send_to") or "open")
-        self.join_with = str(tray.get("join_with") or "auto")
-        if self.join_with not in ("auto", "app", "dialog"):
-            raise ConfigError(f"settings: [tray] join_with must be auto, app or dialog, "
-                              f"got {self.join_with!r}")
-        self.poll_interval_s = float(tray.get("poll_interval_s", 2.0))
-        if self.poll_interval_s <= 0:
-            raise ConfigError("settings: [tray] poll_interval_s must be more than 0")
+        self.playlist_dir = Path(tray["playlist_dir"] or self.paths.data_dir / "playlists")
+        self.join_length = tray["join_length"]
+        self.radio_length = tray["radio_length"]
+        self.send_to = tray["send_to"]
+        self.join_with = tray["join_with"]
+        self.poll_interval_s = tray["poll_interval_s"]
 
         self._connect = connect or _connect_to_daemon
         self._notify = notify or (lambda title, message: log.warning("%s: %s", title, message))
