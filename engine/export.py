@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping
 from deejai.engine._fs import atomic_write
 from deejai.engine.errors import ConfigError, DeejaiError, PluginError
 
-__all__ = ["Exporters", "as_playlist"]
+__all__ = ["Exporters", "as_playlist", "send_playlist"]
 
 
 def as_playlist(playlist: Any) -> Any:
@@ -164,3 +164,21 @@ class Exporters:
             raise DeejaiError(
                 f"{target}: cannot write the playlist ({exc.strerror or exc})") from None
         return target, exporter.name
+
+
+def send_playlist(sink: Any, name: str, playlist: Any, section: Mapping[str, Any] | None,
+                  **options: Any) -> dict[str, Any]:
+    """Hand ``playlist`` to ``sink`` (``send(playlist, section, **options)``) with its own
+    settings section; a sink's unexpected exception becomes one :class:`PluginError` line.
+
+    Raises
+    ------
+    DeejaiError
+        What the sink raises on purpose (``SinkError``, ``ConfigError``), or ``PluginError``.
+    """
+    try:
+        return sink.send(as_playlist(playlist), dict(section or {}), **options)
+    except DeejaiError:
+        raise
+    except Exception as exc:  # a third-party sink's bug: one line, not a traceback
+        raise PluginError(f"the {name!r} sink failed: {type(exc).__name__}: {exc}") from exc

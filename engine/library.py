@@ -32,12 +32,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from deejai.engine.catalogue import TAG_FIELDS
 from deejai.engine.errors import LibraryError
 
 __all__ = ["Library", "MIGRATIONS", "SCHEMA_VERSION", "TAG_FIELDS", "vector_to_blob", "blob_to_vector"]
 
-#: Tag columns of ``tracks`` (the keys of ``TrackAnalysis.tags``).
-TAG_FIELDS = ("title", "artist", "album", "albumartist", "genre", "year", "tracknumber")
 
 TRACK_COLUMNS = (
     "id", "path", "size", "mtime_ns", "audio_hash", "duration_s", *TAG_FIELDS,

@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from deejai.engine.config import Paths, load_settings, paths as default_paths
@@ -619,19 +618,14 @@ class Engine:
             What the sink raises (``SinkError`` when it cannot be reached).
         """
         from deejai.engine.errors import PluginError
-        from deejai.engine.export import as_playlist
+        from deejai.engine.export import send_playlist
 
         target = self.sinks.get(sink)
         if target is None:
             known = ", ".join(sorted(self.sinks)) or "none"
             raise PluginError(f"no plugin provides the sink {sink!r}; known sinks: {known}")
         section = self.settings.get(sink) if isinstance(self.settings, Mapping) else None
-        try:
-            return target.send(as_playlist(playlist), dict(section or {}), **options)
-        except DeejaiError:
-            raise
-        except Exception as exc:  # a third-party sink's bug: one line, not a traceback
-            raise PluginError(f"the {sink!r} sink failed: {type(exc).__name__}: {exc}") from exc
+        return send_playlist(target, sink, playlist, section, **options)
 
     # ------------------------------------------------------------------ status
     @exposed("engine.status", result="library statistics, index state, model, current scan")

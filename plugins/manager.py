@@ -701,19 +701,13 @@ def send_to_sink(name: str, playlist: Any, settings: Any = None, **options: Any)
     DeejaiError
         What the sink raises (``SinkError``, ``ConfigError``).
     """
-    from deejai.engine.errors import DeejaiError
-    from deejai.engine.export import as_playlist
+    from deejai.engine.export import send_playlist
 
     sink = get_sink(name)
     if settings is None:
         settings = load_settings()
     section = settings.get(name) if hasattr(settings, "get") else None
-    try:
-        return sink.send(as_playlist(playlist), dict(section or {}), **options)
-    except DeejaiError:
-        raise
-    except Exception as exc:  # a third-party sink's bug: one line, not a traceback
-        raise PluginError(f"the {name!r} sink failed: {type(exc).__name__}: {exc}") from exc
+    return send_playlist(sink, name, playlist, section, **options)
 
 
 def build_engine(**options: Any) -> Any:

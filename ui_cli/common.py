@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from deejai.engine.units import format_duration  # noqa: F401  (the CLI's commands use it)
+
 __all__ = ["get_engine", "uses_daemon", "console", "err_console", "echo_json", "format_duration"]
 
 
@@ -60,13 +62,3 @@ def echo_json(data: Any) -> None:
     """Print ``data`` as one JSON document on stdout."""
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     sys.stdout.flush()
-
-
-def format_duration(seconds: float | None) -> str:
-    """``m:ss`` (or ``h:mm:ss``) for a number of seconds; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    s = int(round(float(seconds)))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

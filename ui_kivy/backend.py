@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable

@@ -340,12 +340,11 @@ def install_autostart(exec_argv: Sequence[str] | None = None) -> Path:
 
     The file is written atomically (a temporary file renamed over it).
     """
+    from deejai.engine._fs import atomic_write
+
     target = autostart_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(desktop_entry(exec_argv), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write(target, desktop_entry(exec_argv).encode("utf-8"))
 
 
 def remove_autostart() -> Path | None:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from deejai.engine.errors import ConfigError, DaemonError, DaemonNotRunning, DeejaiError
+from deejai.engine.units import format_duration
 
 __all__ = [
     "NOT_RUNNING",
@@ -71,15 +72,6 @@ STATE_KINDS = ("not_running", "idle", "scanning", "error")
 PLAYLIST_SUFFIXES = (".m3u8", ".m3u")
 #: How many recent playlists the menu shows.
 RECENT_LIMIT = 10
-
-
-def _format_eta(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return ""
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 @dataclass(frozen=True)
@@ -148,7 +140,7 @@ class TrayState:
             text = f"Scanning {self.percent}% ({self.done}/{self.total}"
             if self.errors:
                 text += f", {self.errors} failed"
-            eta = _format_eta(self.eta_s)
+            eta = format_duration(self.eta_s, unknown="")
             if eta:
                 text += f", {eta} left"
             return text + ")"
