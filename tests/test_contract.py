@@ -195,3 +195,51 @@ def test_front_ends_do_not_recognise_errors_by_text_or_class_name():
                 if pattern.search(line):
                     hits.append(f"{folder}/{path.name}:{no}: {line.strip()}")
     assert hits == []
+
+
+# ------------------------------------------------------------------------------ public API
+def test_the_public_api_is_small_and_documented():
+    import deejai.engine as api
+
+    assert sorted(api.__all__) == sorted([
+        "Engine", "connect", "Playlist", "PlaylistEntry", "DeejaiError", "ConfigError",
+        "TrackNotFoundError", "AmbiguousTrackError", "LibraryEmptyError", "PlaylistError",
+        "DaemonError", "DaemonNotRunning", "ConnectionLost", "AuthenticationFailed"])
+    for name in api.__all__:
+        obj = getattr(api, name)
+        assert (obj.__doc__ or "").strip() or issubclass(obj, api.DeejaiError), name
+    assert api.Engine is Engine and api.connect.__module__ == "deejai.engine.rpc.connect"
+    for err in ("DaemonNotRunning", "ConnectionLost", "AuthenticationFailed"):
+        assert issubclass(getattr(api, err), api.DaemonError)
+        assert getattr(api, err).hint  # says what to do next
+    with pytest.raises(AttributeError):
+        api.Library  # plumbing is not the API
+
+
+def test_importing_the_api_stays_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, deejai.engine as e; "
+            "print(sorted(m for m in ('numpy', 'deejai.engine.service', 'deejai.engine.rpc', "
+            "'msgspec') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_connect_falls_back_as_asked(tmp_path, monkeypatch):
+    """No daemon: an error by default, an Engine in process when asked, the typed error."""
+    from deejai.engine import DaemonNotRunning, connect
+
+    monkeypatch.setenv("DEEJAI_SOCKET", str(tmp_path / "nobody.sock"))
+    with pytest.raises(DaemonNotRunning, match="deejai serve"):
+        connect(timeout=0.5)
+    engine = connect(timeout=0.5, fallback="in-process")
+    try:
+        assert isinstance(engine, Engine)
+    finally:
+        engine.close()
+    built = []
+    connect(timeout=0.5, fallback="in-process",
+            engine_factory=lambda: built.append(1) or "engine")
+    assert built == [1]
