@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-
 __all__ = ["stage", "PACKAGES", "MAIN_PY"]
 
 #: Packages the app needs on a phone (the CLI, the tray and the conversion tool stay behind).
