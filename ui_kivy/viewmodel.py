@@ -174,10 +174,12 @@ def contract_home(path: str | os.PathLike[str], home: str | None = None) -> str:
 
 
 def split_folders(text: str) -> list[str]:
-    """Folders typed in the Library screen: one per line, or separated by ``os.pathsep``."""
+    """Folders typed in the Library screen: one per line, or separated by ``os.pathsep``;
+    ``~`` expanded and made absolute here, at the edge (the daemon has another folder)."""
     out: list[str] = []
     for line in (text or "").splitlines():
-        out.extend(p.strip() for p in line.split(os.pathsep) if p.strip())
+        out.extend(os.path.abspath(os.path.expanduser(p.strip()))
+                   for p in line.split(os.pathsep) if p.strip())
     return out
 
 
