@@ -28,6 +28,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from deejai.models import DEFAULT_MODEL
+
 AUDIO_EXTENSIONS = {".mp3", ".flac", ".ogg", ".opus", ".wav", ".m4a", ".aac", ".wma", ".aiff"}
 
 REFERENCE_CODE = r"""
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="interpreter that can import musicnn and tensorflow")
     ap.add_argument("--reference-limit", type=int, default=3,
                     help="files the (slow) reference extractor runs on")
-    ap.add_argument("--model", default="msd-musicnn")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     args = ap.parse_args(argv)
 
     print(pin_one_cpu())

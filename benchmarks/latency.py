@@ -33,6 +33,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from deejai.models import DEFAULT_MODEL
+
 
 def clustered_vectors(n: int, dim: int, clusters: int, seed: int, spread: float = 0.9) -> np.ndarray:
     """``n`` unit vectors around ``clusters`` random centres (float32, (n, dim)), in chunks."""
@@ -169,7 +171,7 @@ def build_cli_library(home: Path, n: int, dim: int, seed: int) -> None:
                 size=4_000_000, mtime_ns=1, duration_s=float(rng.uniform(90, 480)),
                 tags={"artist": f"Artist {i % 500:03d}", "title": f"Track {i:05d}",
                       "album": f"Album {i % 900:03d}"},
-                audio_hash=f"{i:016x}", model="msd-musicnn", vector=v, intro=v, outro=v,
+                audio_hash=f"{i:016x}", model=DEFAULT_MODEL, vector=v, intro=v, outro=v,
                 patch_vectors=np.zeros((3, dim), np.float32), tag_probs=None,
             ))
     lib.close()

@@ -183,7 +183,7 @@ def real_library(home: str):
     p = paths()
     if not p.library_file.exists():
         raise SystemExit(f"{p.library_file}: no library; scan a corpus with DEEJAI_HOME={home} first")
-    model = str(load_settings(p).get("model") or "msd-musicnn")
+    model = str(load_settings(p)["model"])
     lib = Library(p.library_file)
     cat = lib.catalogue(model)
     index = open_index(lib, model, save=False)

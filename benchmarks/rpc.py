@@ -30,6 +30,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from deejai.models import DEFAULT_MODEL
+
 
 def build_library(home: Path, n_tracks: int, dim: int = 200, n_tags: int = 50,
                   clusters: int = 40, seed: int = 0) -> float:
@@ -53,7 +55,7 @@ def build_library(home: Path, n_tracks: int, dim: int = 200, n_tags: int = 50,
                 duration_s=float(120 + (i * 37) % 240),
                 tags={"artist": artist, "title": f"Track {i}", "album": f"Album {i % 900}"},
                 audio_hash=f"{rng.integers(0, 2**63):016x}{i:08x}",
-                model="msd-musicnn",
+                model=DEFAULT_MODEL,
                 patch_vectors=patches,
                 vector=vec,
                 intro=l2_normalise(patches[0]),

@@ -32,6 +32,7 @@ import numpy as np
 
 from deejai.engine import audio as _audio
 from deejai.engine import decode as _decode
+from deejai.engine.catalogue import TAG_FIELDS as TAG_KEYS  # the one list of tag names
 from deejai.engine.catalogue import l2_normalise
 from deejai.engine.decode.mpeg import tag_span as _mp3_audio_span
 from deejai.engine.errors import AudioError
@@ -50,8 +51,6 @@ __all__ = [
 #: Patches analysed per track when ``k`` is None (defined with the front end, in ``audio``).
 DEFAULT_PATCHES = _audio.DEFAULT_PATCHES
 
-#: The tags read from a file (``absent`` = unknown); ``year`` and ``tracknumber`` are ints.
-TAG_KEYS = ("title", "artist", "album", "albumartist", "genre", "year", "tracknumber")
 
 _HASH_BYTES = 16  # blake2b digest size: 128 bits, 32 hex characters
 _CHUNK = 1 << 20

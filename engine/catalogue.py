@@ -11,7 +11,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Catalogue", "PlaylistEntry", "Playlist", "l2_normalise"]
+__all__ = ["Catalogue", "PlaylistEntry", "Playlist", "l2_normalise", "TAG_FIELDS"]
+
+#: The tags read from a file and stored per track (``TrackAnalysis.tags`` keys, the tag columns
+#: of the library's ``tracks`` table); ``year`` and ``tracknumber`` are ints.
+TAG_FIELDS = ("title", "artist", "album", "albumartist", "genre", "year", "tracknumber")
 
 
 def l2_normalise(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:

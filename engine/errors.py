@@ -19,7 +19,10 @@ the process ``exit_code`` the CLI uses::
     ├── AmbiguousTrackError          several tracks match (carries ``candidates``)  exit 2
     ├── PlaylistError                a playlist cannot satisfy its constraints
     ├── DaemonError                  the daemon cannot be reached or refused a call
-    │   └── UnauthorisedError        a TCP connection without the right token
+    │   ├── DaemonNotRunning         nothing answers at the daemon's address (client side)
+    │   ├── ConnectionLost           the daemon went away during a call (client side)
+    │   └── AuthenticationFailed     a TCP connection without the right token
+    │                                (``UnauthorisedError`` is its old name)
     ├── PluginError                  a plugin failed to load or misbehaved
     ├── SinkError                    a playlist sink (MPD) cannot be reached or refused it
     └── TrayUnavailableError         no system tray here (no display, backend or tray host)
@@ -48,6 +51,9 @@ __all__ = [
     "PlaylistError",
     "DaemonError",
     "UnauthorisedError",
+    "DaemonNotRunning",
+    "ConnectionLost",
+    "AuthenticationFailed",
     "PluginError",
     "SinkError",
     "TrayUnavailableError",
@@ -179,11 +185,53 @@ class PlaylistError(DeejaiError):
 
 
 class DaemonError(DeejaiError):
+    """The daemon cannot be reached, or refused a call (too many connections, a timeout).
+
+    Attributes
+    ----------
+    hint : str
+        What to do next, one short sentence (empty when the message says it already).
+    """
+
     code = -32060
+    hint: str = ""
+
+    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
+        if hint is not None:
+            self.hint = hint
+        if self.hint and self.hint not in message:
+            message = f"{message}; {self.hint}" if message else self.hint
+        super().__init__(message)
 
 
-class UnauthorisedError(DaemonError):
+class DaemonNotRunning(DaemonError):
+    """No daemon answers at any address a client looked at (never sent on the wire).
+
+    A front end may start one (:func:`deejai.engine.connect` with ``start=True``) or run the
+    engine in its own process (``fallback="in-process"``).
+    """
+
+    hint = "start it with `deejai serve`"
+
+
+class ConnectionLost(DaemonError):
+    """The connection to the daemon broke during a call (never sent on the wire).
+
+    The daemon stopped or crashed; the call may or may not have run. Connect again to go on.
+    """
+
+    hint = "start the daemon again with `deejai serve` and retry"
+
+
+class AuthenticationFailed(DaemonError):
+    """A TCP daemon refused the connection's token (or got none in time)."""
+
     code = -32061
+    hint = "set DEEJAI_TOKEN to the daemon's token, or connect on the daemon's machine"
+
+
+#: The old name of :class:`AuthenticationFailed`.
+UnauthorisedError = AuthenticationFailed
 
 
 class PluginError(DeejaiError):

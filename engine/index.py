@@ -23,12 +23,12 @@ import json
 import logging
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from deejai.engine._fs import atomic_file
 from deejai.engine.errors import LibraryError
 
 __all__ = [
@@ -206,19 +206,8 @@ class VectorIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"meta": np.array(json.dumps(self.meta)), **self._payload()}
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        with atomic_file(path, mode=0o644) as fh:
+            np.savez(fh, **arrays)
         return path
 
     @staticmethod

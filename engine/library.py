@@ -32,12 +32,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from deejai.engine.catalogue import TAG_FIELDS
 from deejai.engine.errors import LibraryError
 
 __all__ = ["Library", "MIGRATIONS", "SCHEMA_VERSION", "TAG_FIELDS", "vector_to_blob", "blob_to_vector"]
 
-#: Tag columns of ``tracks`` (the keys of ``TrackAnalysis.tags``).
-TAG_FIELDS = ("title", "artist", "album", "albumartist", "genre", "year", "tracknumber")
 
 TRACK_COLUMNS = (
     "id", "path", "size", "mtime_ns", "audio_hash", "duration_s", *TAG_FIELDS,
@@ -124,13 +123,16 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def _fold(text: Any) -> str | None:
-    return None if text is None else str(text).casefold()
+#: The order ``Library.tracks`` lists tracks in.
+_TRACK_ORDER = (
+    " ORDER BY coalesce(artist, '') COLLATE NOCASE, coalesce(album, '') COLLATE NOCASE,"
+    " CAST(tracknumber AS INTEGER), path"
+)
 
-
-def _like_pattern(word: str) -> str:
-    escaped = word.casefold().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+# One search index per library file, status and revision, shared by every connection of the
+# process (the daemon has one connection per thread): folding 100,000 tracks once per revision.
+_search_cache: dict[tuple[str, str, str], tuple[int, Any]] = {}
+_search_lock = threading.Lock()
 
 
 class Library:
@@ -170,7 +172,6 @@ class Library:
             )
         except (OSError, sqlite3.Error) as exc:
             raise LibraryError(f"{self.path}: cannot open the library ({exc})") from None
-        conn.create_function("deejai_fold", 1, _fold, deterministic=True)
         self.conn = conn
         import sqlite_utils
 
@@ -321,13 +322,14 @@ class Library:
     def tracks(
         self, query: str | None = None, limit: int | None = None, status: str | None = "ok"
     ) -> list[dict[str, Any]]:
-        """Tracks whose artist, title, album or path contain every word of ``query``.
+        """Tracks ``query`` finds, by the one search rule (:mod:`deejai.engine.search`).
 
         Parameters
         ----------
         query : str, optional
-            Words matched case-insensitively (Unicode case folding) anywhere in
-            "artist title album path"; None lists every track.
+            Words matched case- and accent-insensitively: each starts a word of "artist
+            title album file-name" (else occurs anywhere in it); None lists every track, a
+            query without letters or digits none.
         limit : int, optional
             At most this many rows (ordered by artist, album, track number, path).
         status : {"ok", "error", None}
@@ -339,23 +341,49 @@ class Library:
                 raise LibraryError(f"unknown track status {status!r} (use 'ok' or 'error')")
             where.append("status = ?")
             params.append(status)
-        for word in (query or "").split():
-            where.append(
-                "deejai_fold(coalesce(artist, '') || ' ' || coalesce(title, '') || ' ' || "
-                "coalesce(album, '') || ' ' || path) LIKE ? ESCAPE '\\'"
-            )
-            params.append(_like_pattern(word))
+        if query is not None and query.strip():
+            ids = [int(r["id"]) for r in self._search_index(status).match(query)]
+            if limit is not None:
+                ids = ids[: int(limit)]
+            if not ids:
+                return []
+            rows = self._query("SELECT * FROM tracks WHERE id IN (SELECT value FROM json_each(?))",
+                               (json.dumps(ids),))
+            by_id = {int(r["id"]): r for r in rows}
+            return [self._track_dict(by_id[i]) for i in ids if i in by_id]
         sql = "SELECT * FROM tracks"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += (
-            " ORDER BY coalesce(artist, '') COLLATE NOCASE, coalesce(album, '') COLLATE NOCASE,"
-            " CAST(tracknumber AS INTEGER), path"
-        )
+        sql += _TRACK_ORDER
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
         return [self._track_dict(r) for r in self._query(sql, params)]
+
+    def _search_index(self, status: str | None) -> Any:
+        """The :class:`~deejai.engine.search.SearchIndex` of the tracks with ``status``, in
+        listing order; cached per library revision for ok tracks (error rows can change
+        without a new revision, so they are read each time)."""
+        from deejai.engine.search import SearchIndex
+
+        sql = "SELECT id, path, artist, title, album FROM tracks"
+        if status is not None:
+            sql += " WHERE status = ?"
+        sql += _TRACK_ORDER
+        args = (status,) if status is not None else ()
+        if status != "ok":
+            return SearchIndex(self._query(sql, args))
+        key = (str(self.path), self.library_id, status)
+        revision = self.revision
+        with _search_lock:
+            cached = _search_cache.get(key)
+            if cached is not None and cached[0] == revision:
+                return cached[1]
+        index = SearchIndex(self._query(sql, args))
+        index.haystacks()  # fold now, outside the lock, once
+        with _search_lock:
+            _search_cache[key] = (revision, index)
+        return index
 
     def records(self) -> list[dict[str, Any]]:
         """``{id, path, artist, title, album}`` of every ok track (for track resolution)."""

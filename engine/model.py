@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 import numpy as np
 
 from deejai.engine.errors import BackendUnavailableError, ModelError
+from deejai.engine.platforms import current_platform
 
 __all__ = [
     "ModelCard",
@@ -416,25 +417,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 # --------------------------------------------------------------------------------------------
 # runtime backends
 # --------------------------------------------------------------------------------------------
-
-
-def current_platform() -> str:
-    """``"android"``, ``"ios"`` or ``sys.platform`` (``"linux"``, ``"darwin"``, ``"win32"``...).
-
-    Android is detected the way ``kivy.utils.platform`` does it (python-for-android sets
-    ``ANDROID_ARGUMENT`` before ``main.py`` runs), iOS by ``sys.platform == "ios"`` (CPython
-    3.13+ and kivy-ios); when Kivy is already imported its ``kivy.utils.platform`` is asked too
-    (never imported here: importing Kivy has side effects).
-    """
-    if "ANDROID_ARGUMENT" in os.environ:
-        return "android"
-    if sys.platform == "ios":
-        return "ios"
-    if "kivy.utils" in sys.modules:
-        plat = getattr(sys.modules["kivy.utils"], "platform", None)
-        if plat in ("android", "ios"):
-            return str(plat)
-    return sys.platform
 
 
 class Backend(ABC):

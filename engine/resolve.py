@@ -4,90 +4,34 @@
 :class:`~deejai.engine.errors.AmbiguousTrackError` lists the best candidates (never a silent
 guess), :class:`~deejai.engine.errors.TrackNotFoundError` says how to look tracks up.
 
-Matching is case- and accent-insensitive: text is decomposed (Unicode NFKD), combining marks are
-dropped and the result is case-folded, so ``"bjork joga"`` finds "Björk – Jóga". Words are runs
-of letters and digits (``\\w+``), so punctuation and the separators people type (``-``, ``–``)
-do not matter.
+Matching is the one search rule of :mod:`deejai.engine.search` (the same ``deejai tracks`` and
+the app's search box use): case- and accent-insensitive, so ``"bjork joga"`` finds
+"Björk – Jóga", and punctuation and the separators people type (``-``, ``–``) do not matter.
 """
 from __future__ import annotations
 
 import os
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from deejai.engine.errors import AmbiguousTrackError, TrackNotFoundError
+from deejai.engine.search import SearchIndex, normalise_text, record_stem, words
 
 __all__ = ["resolve_track", "normalise_text", "words", "track_label", "MAX_CANDIDATES"]
 
 #: At most this many candidates are listed in an :class:`AmbiguousTrackError`.
 MAX_CANDIDATES = 20
 
-_WORD = re.compile(r"[^\W_]+")
-_NON_WORD = re.compile(r"[\W_]+")
 _ID = re.compile(r"^\s*#?\s*(\d+)\s*$")
-
-
-def normalise_text(text: str) -> str:
-    """Fold ``text`` for matching: NFKD, no combining marks, case-folded.
-
-    Examples
-    --------
-    >>> normalise_text("Björk – JÓGA")
-    'bjork – joga'
-    """
-    text = str(text)
-    if text.isascii():  # NFKD leaves ASCII alone
-        return text.casefold()
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return stripped.casefold()
-
-
-def words(text: str) -> list[str]:
-    """The folded words of ``text``: runs of letters and digits (``_`` separates words)."""
-    return _WORD.findall(normalise_text(text))
 
 
 def track_label(record: Mapping[str, Any]) -> str:
     """``"artist – title – album"`` with empty parts left out; the file name stands in for a
     missing title."""
-    title = record.get("title") or _stem(record)
+    title = record.get("title") or record_stem(record)
     parts = [record.get("artist") or "", title or "", record.get("album") or ""]
     return " – ".join(str(p) for p in parts if p)
-
-
-def _stem(record: Mapping[str, Any]) -> str:
-    """The file name of a record's path without its extension (``/`` or ``\\`` separated)."""
-    path = str(record.get("path") or "")
-    base = path[max(path.rfind("/"), path.rfind("\\")) + 1:]
-    dot = base.rfind(".")
-    return base[:dot] if dot > 0 else base
-
-
-_NON_WORD_LINE = re.compile(r"[^\w\n]+|_+")
-#: bytes.translate table: ASCII letters, digits and newlines stay, everything else is a space
-_ASCII_TABLE = bytes(c if (chr(c).isalnum() or c == 10) else 32 for c in range(256))
-
-
-def _haystacks(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """For each record, " artist title album file-name " folded, words separated by one space.
-
-    All records are folded in one pass over one string (one normalisation, one regex), which
-    keeps a query over a 100,000-track library fast.
-    """
-    text = "\n".join(
-        f"{r.get('artist') or ''} {r.get('title') or ''} {r.get('album') or ''} {_stem(r)}"
-        .replace("\n", " ")
-        for r in records
-    )
-    folded = normalise_text(text)
-    if folded.isascii():  # fast path: one byte-table translation
-        folded = folded.encode("ascii").translate(_ASCII_TABLE).decode("ascii")
-    else:
-        folded = _NON_WORD_LINE.sub(" ", folded)
-    return [" " + " ".join(line.split()) + " " for line in folded.split("\n")] if records else []
 
 
 @dataclass
@@ -99,23 +43,13 @@ class _Entry:
 
 
 def _entry(record: Mapping[str, Any]) -> _Entry:
-    stem = _stem(record)
+    stem = record_stem(record)
     artist = words(record.get("artist") or "")
     title = words(record.get("title") or "") or words(stem)
     album = words(record.get("album") or "")
     exact = {tuple(title), tuple(artist + title), tuple(artist + title + album), tuple(words(stem))}
     exact.discard(())
     return _Entry(record, exact, tuple(title), len(artist) + len(title) + len(album))
-
-
-def _filter(records: Sequence[Mapping[str, Any]], hays: list[str], needles: list[str]) -> list[Any]:
-    """The records whose haystack contains every needle (the longest one is tried first)."""
-    needles = sorted(needles, key=len, reverse=True)
-    first, rest = needles[0], needles[1:]
-    rows = [i for i, h in enumerate(hays) if first in h]
-    for needle in rest:
-        rows = [i for i in rows if needle in hays[i]]
-    return [records[i] for i in rows]
 
 
 class _Prepared:
@@ -127,12 +61,7 @@ class _Prepared:
         self.records = records
         self.ids = {int(r["id"]) for r in records}
         self.by_path = {str(r.get("path")): int(r["id"]) for r in records}
-        self._hays: list[str] | None = None
-
-    def haystacks(self) -> list[str]:
-        if self._hays is None:
-            self._hays = _haystacks(self.records)
-        return self._hays
+        self.index = SearchIndex(records)
 
 
 _last: _Prepared | None = None
@@ -190,8 +119,9 @@ def resolve_track(
        of an existing file (symlinks resolved) equal to a record's path (real path);
     3. ``"42"`` (digits only): a track id when one has that id, else a query (a title such as
        "1999" still works);
-    4. a query: every word of ``spec`` must start a word of "artist – title – album – file
-       name" (when nothing matches so, every word must occur anywhere in that text), case- and
+    4. a query, by the one search rule (:class:`deejai.engine.search.SearchIndex`): every word
+       of ``spec`` must start a word of "artist – title – album – file name" (when nothing
+       matches so, every word must occur anywhere in that text), case- and
        accent-insensitive.
 
     One match gives its id. Several matches give its id only when exactly one of them is an
@@ -249,11 +179,7 @@ def resolve_track(
     query = words(spec)
     if not query:
         raise TrackNotFoundError(f"{spec!r} has no words to look for; give a path, an id or words")
-    hays = prepared.haystacks()
-    starts = [" " + q for q in query]  # a query word must start a word ...
-    found = _filter(records, hays, starts)
-    if not found:  # ... or, when nothing matches so, occur anywhere
-        found = _filter(records, hays, query)
+    found = prepared.index.match(query)
     if not found:
         hint = "a file that is not in the library (scan it first)" if os.path.exists(spec) else None
         raise TrackNotFoundError(

@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from deejai.engine._fs import lock_exclusive
 from deejai.engine.errors import AudioError, DeejaiError, ScanRunningError
 from deejai.engine.pool import WorkerPool, default_workers, worker_state
 
@@ -358,19 +359,9 @@ def scan_lock(library: Any) -> Iterator[Path]:
     fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            import fcntl
-
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ScanRunningError("a scan is already running on this library") from None
-        except ImportError:  # pragma: no cover - Windows
-            import msvcrt
-
-            try:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            except OSError:
-                raise ScanRunningError("a scan is already running on this library") from None
+            lock_exclusive(fd)
+        except OSError:
+            raise ScanRunningError("a scan is already running on this library") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield path

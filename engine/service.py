@@ -2,8 +2,9 @@
 
 The command line, the daemon (:mod:`deejai.engine.rpc`), the Kivy app and the tray icon all
 talk to an :class:`Engine`, in process or through :class:`deejai.engine.rpc.Client`, which has
-the same method names, keyword parameters and JSON-serialisable results. :data:`RPC_METHODS`
-maps the wire names of the JSON-RPC protocol (``docs/protocol.md``) to these methods.
+the same method names, keyword parameters and JSON-serialisable results. Each public method is
+marked with :func:`~deejai.engine.methods.exposed` under its wire name; :data:`ENGINE_METHODS`
+is the resulting method table, the contract of ``docs/protocol.md``.
 
 Threading: the daemon calls the facade from a pool of threads. Each thread reads SQLite through
 its own connection; a scan runs on its own thread with the library's single writer connection,
@@ -26,10 +27,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from deejai.engine.catalogue import Playlist, PlaylistEntry
 from deejai.engine.config import Paths, load_settings, paths as default_paths
 from deejai.engine.errors import (
     ConfigError,
@@ -38,24 +37,12 @@ from deejai.engine.errors import (
     PlaylistError,
     ScanRunningError,
 )
+from deejai.engine.methods import Method, exposed, method_table
+from deejai.models import DEFAULT_MODEL
 
-__all__ = ["Engine", "ScanJob", "RPC_METHODS", "EventCallback"]
+__all__ = ["Engine", "ScanJob", "ENGINE_METHODS", "EventCallback"]
 
 log = logging.getLogger(__name__)
-
-#: JSON-RPC method name -> Engine method name (see docs/protocol.md).
-RPC_METHODS: dict[str, str] = {
-    "library.scan": "scan",
-    "library.scan_status": "scan_status",
-    "library.cancel_scan": "cancel_scan",
-    "library.tracks": "tracks",
-    "library.track": "track",
-    "library.resolve": "resolve",
-    "playlist.join": "join",
-    "playlist.radio": "radio",
-    "playlist.export": "export",
-    "engine.status": "status",
-}
 
 EventCallback = Callable[[str, dict], None]
 
@@ -116,6 +103,13 @@ class Engine:
         Where scans analyse files: a pool of worker processes (the default, and the fast
         choice on a desktop), or threads in this process, for platforms that cannot start
         processes (Android, iOS). Default: the ``scan_executor`` setting, else "process".
+    exporters : iterable or mapping of exporters, optional
+        The playlist formats :meth:`export` can write (``name``, ``extension``,
+        ``media_type``, ``render``); the composition root hands over the plugins' ones
+        (:func:`deejai.plugins.manager.build_engine`). None: no formats.
+    sinks : mapping, optional
+        Sink name -> sink (``send(playlist, settings_section, **options)``), for
+        :meth:`send`.
 
     Every public method takes keyword parameters and returns JSON-serialisable values, so the
     same call works in process and over the daemon's socket. Errors are
@@ -129,11 +123,13 @@ class Engine:
         settings: dict[str, Any] | None = None,
         index_backend: str = "auto",
         scan_executor: str | None = None,
+        exporters: Any = None,
+        sinks: Mapping[str, Any] | None = None,
     ) -> None:
+        from deejai.engine.export import Exporters
+
         self.paths = (paths or default_paths()).ensure()
         self.settings = settings if settings is not None else load_settings(self.paths)
-        from deejai.models import DEFAULT_MODEL
-
         self.model_name: str = str(self.settings.get("model") or DEFAULT_MODEL)
         self.index_backend = index_backend
         self.scan_executor = str(scan_executor or self.settings.get("scan_executor") or "process")
@@ -141,6 +137,9 @@ class Engine:
             raise ConfigError(
                 f"scan_executor must be 'process' or 'thread', not {self.scan_executor!r}"
             )
+        self.exporters = exporters if isinstance(exporters, Exporters) else Exporters(
+            exporters or ())
+        self.sinks: dict[str, Any] = dict(sinks or {})
         self._local = threading.local()
         self._libraries: list[Any] = []
         self._lib_lock = threading.Lock()
@@ -193,7 +192,9 @@ class Engine:
             self._cache = (revision, catalogue, index)
             return catalogue, index
 
-    def _entries(self, ids: Sequence[int], distances: Sequence[float]) -> list[PlaylistEntry]:
+    def _entries(self, ids: Sequence[int], distances: Sequence[float]) -> list[Any]:
+        from deejai.engine.catalogue import PlaylistEntry
+
         lib = self._library()
         entries = []
         for track_id, dist in zip(ids, distances):
@@ -260,6 +261,8 @@ class Engine:
         return unsubscribe
 
     # ------------------------------------------------------------------ scan
+    @exposed("library.scan", result='`{"job": str}` at once; the scan runs in the background',
+             notes={"patches": "patches per track; 0: every patch"})
     def scan(
         self,
         paths: Sequence[str] | None = None,
@@ -290,7 +293,8 @@ class Engine:
         ConfigError
             When no folder is given and none is configured.
         """
-        roots = [str(Path(p).expanduser()) for p in (paths or self.settings.get("music_dirs") or [])]
+        # absolute already: the front end (or the settings loader) made them so, at the edge
+        roots = [str(p) for p in (paths or self.settings.get("music_dirs") or [])]
         if not roots:
             raise ConfigError("no music folder given: run `deejai scan ~/Music`")
         for root in roots:
@@ -385,6 +389,9 @@ class Engine:
                 return None
             return max(self._jobs.values(), key=lambda j: j.started_at)
 
+    @exposed("library.scan_status", notes={"job": "latest"},
+             result="the job: `{job, roots, state, done, total, errors, rate, eta_s, "
+             "started_at, finished_at, summary, error}`, or `{\"job\": null, \"state\": \"idle\"}`")
     def scan_status(self, job: str | None = None) -> dict[str, Any]:
         """State of scan ``job`` (default: the latest); ``{"state": "idle"}`` when none ran."""
         found = self._job(job)
@@ -394,6 +401,8 @@ class Engine:
             return {"job": None, "state": "idle"}
         return found.to_dict()
 
+    @exposed("library.cancel_scan", notes={"job": "the running one"},
+             result='`{"job", "cancelled": bool}`')
     def cancel_scan(self, job: str | None = None) -> dict[str, Any]:
         """Ask scan ``job`` (default: the running one) to stop; what finished is committed."""
         found = self._job(job)
@@ -410,6 +419,7 @@ class Engine:
         return self.scan_status(job)
 
     # ------------------------------------------------------------------ tracks
+    @exposed("library.tracks", notes={"limit": "null: all"}, result="list of track records")
     def tracks(
         self, query: str | None = None, limit: int | None = 50, errors: bool = False
     ) -> list[dict[str, Any]]:
@@ -420,6 +430,7 @@ class Engine:
         status = "error" if errors else "ok"
         return self._library().tracks(query=query or None, limit=limit, status=status)
 
+    @exposed("library.resolve", result="the track record the spec names")
     def resolve(self, track: str | int) -> dict[str, Any]:
         """The track a path, id or query names.
 
@@ -429,6 +440,7 @@ class Engine:
         """
         return self.track(track)
 
+    @exposed("library.track", notes={"track": "path, id or query"}, result="one track record")
     def track(self, track: str | int) -> dict[str, Any]:
         """The full record of one track (path, tags, duration_s, status...)."""
         track_id = self._resolve_id(track)
@@ -440,6 +452,8 @@ class Engine:
         return rec
 
     # ------------------------------------------------------------------ playlists
+    @exposed("playlist.join", result="a playlist",
+             notes={"waypoints": '≥ 2 paths, ids, queries or `"tag:<label>"`'})
     def join(
         self,
         waypoints: Sequence[str | int],
@@ -476,6 +490,7 @@ class Engine:
             :meth:`deejai.engine.catalogue.Playlist.to_dict`.
         """
         from deejai.engine import playlist as pl
+        from deejai.engine.catalogue import Playlist
 
         if len(waypoints) < 2:
             raise PlaylistError("join needs at least two waypoints (--from and --to)")
@@ -505,6 +520,7 @@ class Engine:
                   "transitions": bool(transitions)}
         return Playlist(self._entries(ids, dists), kind="join", params=params).to_dict()
 
+    @exposed("playlist.radio", notes={"seeds": "≥ 1"}, result="a playlist")
     def radio(
         self,
         seeds: Sequence[str | int],
@@ -529,6 +545,7 @@ class Engine:
             As for :meth:`join`.
         """
         from deejai.engine import playlist as pl
+        from deejai.engine.catalogue import Playlist
 
         if not seeds:
             raise PlaylistError("radio needs at least one seed track")
@@ -553,6 +570,8 @@ class Engine:
                   "max_duration_s": max_duration_s}
         return Playlist(self._entries(ids, dists), kind="radio", params=params).to_dict()
 
+    @exposed("playlist.export", result='`{"format", "path"}` when written, '
+             '`{"format", "content"}` otherwise')
     def export(
         self, playlist: dict[str, Any], format: str | None = None, path: str | None = None
     ) -> dict[str, Any]:
@@ -573,27 +592,43 @@ class Engine:
         dict
             ``{"format", "path"}`` when written, ``{"format", "content"}`` otherwise.
         """
-        from deejai.plugins import manager
+        from deejai.engine.export import as_playlist
 
-        try:
-            pl = Playlist.from_dict(playlist)
-        except (TypeError, AttributeError, ValueError) as exc:
-            raise PlaylistError(
-                f"not a playlist: {exc}; pass a playlist as join or radio return it"
-            ) from None
+        pl = as_playlist(playlist)
         if path is not None:
-            written = manager.write_playlist(pl, path, format=format)
-            return {"format": format or Path(path).suffix.lstrip(".").lower(), "path": str(written)}
+            written, name = self.exporters.write(pl, path, format=format)
+            return {"format": name, "path": str(written)}
         name = format or "m3u8"
-        exporter = manager.exporters().get(name)
-        if exporter is None:
-            raise ConfigError(
-                f"unknown playlist format {name!r}; known: {', '.join(sorted(manager.exporters()))}"
-            )
-        content = exporter.render(pl, None)
-        return {"format": name, "content": content.decode("utf-8")}
+        content = self.exporters.render(pl, name)
+        return {"format": self.exporters.get(name).name, "content": content.decode("utf-8")}
+
+    @exposed("playlist.formats", result='`[{"name", "extension", "media_type"}, ...]`')
+    def formats(self) -> list[dict[str, str]]:
+        """The playlist formats :meth:`export` writes, for front ends' save dialogs."""
+        return self.exporters.describe()
+
+    def send(self, playlist: dict[str, Any], sink: str, **options: Any) -> dict[str, Any]:
+        """Send ``playlist`` to the sink ``sink`` (MPD...) with its settings section.
+
+        Raises
+        ------
+        PluginError
+            No such sink, or the sink failed unexpectedly.
+        DeejaiError
+            What the sink raises (``SinkError`` when it cannot be reached).
+        """
+        from deejai.engine.errors import PluginError
+        from deejai.engine.export import send_playlist
+
+        target = self.sinks.get(sink)
+        if target is None:
+            known = ", ".join(sorted(self.sinks)) or "none"
+            raise PluginError(f"no plugin provides the sink {sink!r}; known sinks: {known}")
+        section = self.settings.get(sink) if isinstance(self.settings, Mapping) else None
+        return send_playlist(target, sink, playlist, section, **options)
 
     # ------------------------------------------------------------------ status
+    @exposed("engine.status", result="library statistics, index state, model, current scan")
     def status(self) -> dict[str, Any]:
         """Library statistics, index state, the model and the current scan."""
         lib = self._library()
@@ -659,3 +694,8 @@ class Engine:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+#: Wire name -> :class:`~deejai.engine.methods.Method`: the Engine's part of the contract
+#: (``docs/protocol.md``); the daemon's built-in methods are in :mod:`deejai.engine.rpc.dispatch`.
+ENGINE_METHODS: dict[str, Method] = method_table(Engine)

@@ -15,19 +15,19 @@ xspf
 json
     The playlist's own dict (:meth:`deejai.engine.catalogue.Playlist.to_dict`), UTF-8, indented.
 
-:func:`write_playlist` renders with any registered exporter (these or a plugin's) and writes
-the file atomically; :func:`render_playlist` returns the bytes.
+Looking exporters up, rendering and writing files atomically is the engine's job
+(:class:`deejai.engine.export.Exporters`, reached through the Engine's ``export`` or
+:func:`deejai.plugins.manager.write_playlist`); this module only provides the formats, so it
+imports nothing from the plugin manager.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree as ET
 
-from deejai.engine.errors import DeejaiError, PluginError
 from deejai.plugins.hookspecs import Exporter, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover - the catalogue imports NumPy; the CLI starts without it
@@ -41,10 +41,7 @@ __all__ = [
     "M3U8",
     "XSPF",
     "JSON",
-    "render_playlist",
-    "write_playlist",
     "register_exporters",
-    "register_rpc_methods",
 ]
 
 #: XML namespace of XSPF version 1 (https://xspf.org/spec).
@@ -160,143 +157,7 @@ XSPF = Exporter("xspf", "xspf", "application/xspf+xml", render_xspf)
 JSON = Exporter("json", "json", "application/json", render_json)
 
 
-def _as_playlist(playlist: Playlist | Mapping[str, Any]) -> Playlist:
-    from deejai.engine.catalogue import Playlist
-
-    if isinstance(playlist, Playlist):
-        return playlist
-    if isinstance(playlist, Mapping):
-        try:
-            return Playlist.from_dict(dict(playlist))
-        except TypeError as exc:
-            raise DeejaiError(f"not a playlist: {exc}") from None
-    raise DeejaiError(f"not a playlist: {type(playlist).__name__}")
-
-
-def render_playlist(
-    playlist: Playlist | Mapping[str, Any],
-    format: str,
-    base_dir: str | os.PathLike[str] | None = None,
-) -> bytes:
-    """Render ``playlist`` with the exporter called ``format`` (a built-in or a plugin's).
-
-    Parameters
-    ----------
-    playlist : Playlist or dict
-        A :class:`Playlist` or its :meth:`~Playlist.to_dict` form.
-    format : str
-        Exporter name (``"m3u8"``, ``"xspf"``, ``"json"``, or one a plugin registered).
-    base_dir : path-like or None
-        Folder the output will live in (for relative paths).
-
-    Returns
-    -------
-    bytes
-
-    Raises
-    ------
-    ConfigError
-        Unknown format.
-    PluginError
-        A plugin's exporter raised or returned something other than bytes.
-    """
-    from deejai.plugins.manager import get_exporter
-
-    return _render(get_exporter(format), _as_playlist(playlist), base_dir)
-
-
-def _render(exporter: Exporter, playlist: Playlist, base_dir: Any) -> bytes:
-    try:
-        data = exporter.render(playlist, Path(base_dir) if base_dir is not None else None)
-    except DeejaiError:
-        raise
-    except Exception as exc:
-        raise PluginError(
-            f"the {exporter.name!r} exporter failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    if not isinstance(data, bytes):
-        raise PluginError(
-            f"the {exporter.name!r} exporter returned {type(data).__name__}, expected bytes"
-        )
-    return data
-
-
-def write_playlist(
-    playlist: Playlist | Mapping[str, Any],
-    path: str | os.PathLike[str],
-    format: str | None = None,
-) -> Path:
-    """Write a playlist file atomically.
-
-    The bytes go to a temporary file in the same folder, which is flushed, synced and then
-    renamed over ``path`` (:func:`os.replace`), so a reader never sees half a playlist and an
-    existing file is kept when rendering fails.
-
-    Parameters
-    ----------
-    playlist : Playlist or dict
-        A :class:`Playlist` or its :meth:`~Playlist.to_dict` form.
-    path : path-like
-        Where to write; ``~`` is expanded.
-    format : str, optional
-        Exporter name; by default chosen from ``path``'s extension (:func:`exporter_for_path`).
-
-    Returns
-    -------
-    Path
-        The absolute path written.
-
-    Raises
-    ------
-    ConfigError
-        Unknown format, or an extension no exporter writes.
-    PluginError
-        A plugin's exporter failed.
-    DeejaiError
-        The file cannot be written (missing folder, permissions); the message names it.
-    """
-    from deejai.plugins.manager import exporter_for_path, get_exporter
-
-    target = _absolute(Path(path).expanduser())
-    exporter = get_exporter(format) if format else exporter_for_path(target)
-    data = _render(exporter, _as_playlist(playlist), target.parent)
-    tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        # 0o666 minus the umask, like any new file (tempfile would make it 0600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise DeejaiError(f"{target}: cannot write the playlist ({exc.strerror or exc})") from None
-    return target
-
-
 @hookimpl
 def register_exporters() -> list[Exporter]:
     """The m3u8, xspf and json exporters."""
     return [M3U8, XSPF, JSON]
-
-
-def _rpc_formats(engine: Any) -> list[dict[str, str]]:
-    from deejai.plugins.manager import exporters
-
-    del engine
-    return [
-        {"name": e.name, "extension": e.extension, "media_type": e.media_type}
-        for e in exporters().values()
-    ]
-
-
-@hookimpl
-def register_rpc_methods() -> dict[str, Any]:
-    """``playlist.formats``: the exporters the daemon can write, for front ends' save dialogs."""
-    return {"playlist.formats": _rpc_formats}

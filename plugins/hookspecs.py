@@ -35,6 +35,7 @@ __all__ = [
     "register_sinks",
     "register_rpc_methods",
     "register_frontends",
+    "register_settings",
 ]
 
 #: The pluggy project name and the setuptools entry-point group of deejai plugins.
@@ -82,8 +83,8 @@ class Sink:
         Short name (``"mpd"``).
     send : callable
         ``send(playlist, settings, **options) -> dict``: ``playlist`` is a
-        :class:`deejai.engine.catalogue.Playlist`, ``settings`` the dict of
-        :func:`deejai.engine.config.load_settings`; returns a JSON-serialisable report of what
+        :class:`deejai.engine.catalogue.Playlist`, ``settings`` the sink's own section of the
+        settings (``[mpd]`` for the ``mpd`` sink, a dict); returns a JSON-serialisable report of what
         was done (tracks sent, tracks refused with the reason). Raises a
         :class:`deejai.engine.errors.DeejaiError` when nothing could be sent.
     """
@@ -134,3 +135,9 @@ def register_rpc_methods() -> dict[str, Callable[..., Any]]:
 @hookspec
 def register_frontends() -> list[FrontEnd]:
     """Return a list of :class:`FrontEnd` (user interfaces over the engine) this plugin provides."""
+
+
+@hookspec
+def register_settings() -> dict[str, type]:
+    """Return section name -> settings schema (a ``msgspec.Struct`` class with defaults and
+    ``msgspec.Meta(description=...)`` help) for this plugin's ``[section]`` of settings.toml."""

@@ -56,6 +56,10 @@ __all__ = [
     "install_commands",
     "write_playlist",
     "render_playlist",
+    "build_engine",
+    "send_to_sink",
+    "settings_sections",
+    "load_settings",
 ]
 
 log = logging.getLogger("deejai.plugins")
@@ -71,7 +75,8 @@ BUILTIN_PLUGINS: dict[str, str] = {
 }
 
 #: The hooks that return data, in the order they are called.
-DATA_HOOKS = ("register_exporters", "register_sinks", "register_rpc_methods", "register_frontends")
+DATA_HOOKS = ("register_exporters", "register_sinks", "register_rpc_methods", "register_frontends",
+              "register_settings")
 ALL_HOOKS = ("register_commands", *DATA_HOOKS)
 
 
@@ -101,7 +106,7 @@ class PluginInfo:
         Hooks the plugin implements.
     provides : dict of str to list of str
         Names it contributed: ``commands``, ``exporters``, ``sinks``, ``rpc_methods``,
-        ``frontends`` (empty lists omitted).
+        ``frontends``, ``settings`` (sections; empty lists omitted).
     """
 
     name: str
@@ -145,6 +150,7 @@ class _Contributions:
     sinks: list[Sink] = field(default_factory=list)
     rpc_methods: dict[str, Callable[..., Any]] = field(default_factory=dict)
     frontends: list[FrontEnd] = field(default_factory=list)
+    settings: dict[str, type] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
 
 
@@ -260,6 +266,7 @@ class DeejaiPluginManager(pluggy.PluginManager):
                 ("sinks", [s.name for s in contributions.sinks]),
                 ("rpc_methods", list(contributions.rpc_methods)),
                 ("frontends", [f.name for f in contributions.frontends]),
+                ("settings", list(contributions.settings)),
             )
             if names
         }
@@ -323,6 +330,22 @@ class DeejaiPluginManager(pluggy.PluginManager):
                 FrontEnd,
                 {"name": str, "description": str, "run": "callable"},
             )
+        import msgspec
+
+        for result in self._call(plugin, "register_settings"):
+            if not isinstance(result, dict) or not all(
+                    isinstance(k, str) and k and isinstance(v, type)
+                    and issubclass(v, msgspec.Struct) for k, v in result.items()):
+                raise _PluginFailure(
+                    f"register_settings() returned {_describe(result)}, expected a dict of "
+                    "section name -> msgspec.Struct class")
+            for name, schema in result.items():
+                try:
+                    schema()
+                except Exception as exc:
+                    raise _PluginFailure(f"register_settings() section {name!r}: the schema "
+                                         f"has no defaults ({exc})") from None
+            out.settings.update(result)
         # register_commands is checked against a scratch group, so that a broken plugin shows in
         # the report even when no command line was built (the daemon).
         import click
@@ -412,6 +435,10 @@ class DeejaiPluginManager(pluggy.PluginManager):
     def frontends(self) -> dict[str, FrontEnd]:
         """Front-end name -> :class:`FrontEnd`, from every loaded plugin."""
         return self._merged("frontends")
+
+    def settings_sections(self) -> dict[str, type]:
+        """Section name -> settings schema, from every loaded plugin."""
+        return self._merged("settings")
 
     def install_commands(self, cli: Any) -> list[str]:
         """Run every loaded plugin's ``register_commands`` hook on the real command group.
@@ -546,20 +573,14 @@ def exporters() -> dict[str, Exporter]:
 
 
 def get_exporter(name: str) -> Exporter:
-    """The exporter called ``name``.
+    """The exporter called ``name`` (see :meth:`deejai.engine.export.Exporters.get`).
 
     Raises
     ------
     ConfigError
         When no loaded plugin provides it; the message lists the known formats.
     """
-    known = exporters()
-    try:
-        return known[name.lower()]
-    except KeyError:
-        raise ConfigError(
-            f"unknown playlist format {name!r}; known formats: {', '.join(sorted(known))}"
-        ) from None
+    return _exporters().get(name)
 
 
 def exporter_for_path(path: str | os.PathLike[str]) -> Exporter:
@@ -571,14 +592,13 @@ def exporter_for_path(path: str | os.PathLike[str]) -> Exporter:
         When the extension is missing or no exporter writes it; the message names the file and
         lists the known extensions.
     """
-    suffix = Path(path).suffix.lower().lstrip(".")
-    known = exporters()
-    for exporter in known.values():
-        if exporter.extension.lower() == suffix:
-            return exporter
-    extensions = ", ".join(sorted("." + e.extension for e in known.values()))
-    what = f"'.{suffix}' files" if suffix else "files without an extension"
-    raise ConfigError(f"{path}: no playlist format writes {what}; known: {extensions}")
+    return _exporters().for_path(path)
+
+
+def _exporters() -> Any:
+    from deejai.engine.export import Exporters
+
+    return Exporters(exporters())
 
 
 def sinks() -> dict[str, Sink]:
@@ -607,6 +627,19 @@ def frontends() -> dict[str, FrontEnd]:
     return get_plugin_manager().frontends()
 
 
+def settings_sections() -> dict[str, type]:
+    """Section name -> settings schema (``msgspec.Struct``) of all loaded plugins."""
+    return get_plugin_manager().settings_sections()
+
+
+def load_settings(p: Any = None) -> Any:
+    """The settings with the loaded plugins' sections checked against their schemas; see
+    :func:`deejai.engine.config.load_settings`."""
+    from deejai.engine.config import load_settings as load
+
+    return load(p, sections=settings_sections())
+
+
 def plugin_report() -> dict[str, Any]:
     """What is loaded and what is not.
 
@@ -630,17 +663,84 @@ def install_commands(cli: Any) -> list[str]:
 
 
 def write_playlist(playlist: Any, path: str | os.PathLike[str], format: str | None = None) -> Path:
-    """Write ``playlist`` atomically with a registered exporter; see
-    :func:`deejai.plugins.exporters.write_playlist` (re-exported here for the Engine)."""
-    from deejai.plugins.exporters import write_playlist as _write_playlist
+    """Write ``playlist`` atomically with a loaded exporter; returns the absolute path.
 
-    return _write_playlist(playlist, path, format=format)
+    ``~`` is expanded and a relative ``path`` made absolute here, at the edge (a Python caller
+    of the plugin API); see :meth:`deejai.engine.export.Exporters.write`.
+    """
+    target = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    return _exporters().write(playlist, target, format=format)[0]
 
 
 def render_playlist(playlist: Any, format: str, base_dir: str | os.PathLike[str] | None = None
                     ) -> bytes:
-    """Render ``playlist`` with the exporter ``format``; see
-    :func:`deejai.plugins.exporters.render_playlist`."""
-    from deejai.plugins.exporters import render_playlist as _render_playlist
+    """Render ``playlist`` (a Playlist or its dict) with the loaded exporter ``format``; see
+    :meth:`deejai.engine.export.Exporters.render`."""
+    return _exporters().render(playlist, format, base_dir)
 
-    return _render_playlist(playlist, format, base_dir)
+
+def send_to_sink(name: str, playlist: Any, settings: Any = None, **options: Any) -> dict[str, Any]:
+    """Send ``playlist`` (a Playlist or its dict) to the sink ``name``, in this process.
+
+    The sink receives its own section of the settings (``[mpd]`` for ``mpd``), not the whole
+    settings.
+
+    Parameters
+    ----------
+    name : str
+    playlist : Playlist or dict
+    settings : Settings or dict, optional
+        Default: :func:`load_settings`.
+    **options
+        The sink's options (``host``, ``mode``...).
+
+    Raises
+    ------
+    PluginError
+        No such sink, or the sink failed unexpectedly.
+    DeejaiError
+        What the sink raises (``SinkError``, ``ConfigError``).
+    """
+    from deejai.engine.export import send_playlist
+
+    sink = get_sink(name)
+    if settings is None:
+        settings = load_settings()
+    section = settings.get(name) if hasattr(settings, "get") else None
+    return send_playlist(sink, name, playlist, section, **options)
+
+
+def build_engine(**options: Any) -> Any:
+    """The composition root of an in-process Engine: one with the loaded plugins' exporters
+    and sinks (the engine itself never imports plugins).
+
+    Parameters
+    ----------
+    **options
+        Passed to :class:`deejai.engine.service.Engine` (``paths``, ``settings``,
+        ``index_backend``, ``scan_executor``).
+    """
+    from deejai.engine.config import paths as default_paths
+    from deejai.engine.service import Engine
+
+    if options.get("settings") is None:
+        options["settings"] = load_settings(options.get("paths") or default_paths())
+    return Engine(exporters=exporters(), sinks=sinks(), **options)
+
+
+def settings_doc(path: str | os.PathLike[str]) -> None:
+    """Rewrite the generated key list of ``docs/settings.md`` at ``path`` from the schemas:
+    the engine's and the loaded plugins' sections."""
+    from deejai.engine.config import DOC_BEGIN, DOC_END, CoreSettings, settings_markdown
+
+    doc = Path(path)
+    text = doc.read_text(encoding="utf-8")
+    start, end = text.index(DOC_BEGIN) + len(DOC_BEGIN), text.index(DOC_END)
+    table = settings_markdown({"": CoreSettings, **settings_sections()})
+    doc.write_text(text[:start] + "\n" + table + text[end:], encoding="utf-8")
+
+
+if __name__ == "__main__":  # DEEJAI_PLUGINS=- python -m deejai.plugins.manager docs/settings.md
+    import sys
+
+    settings_doc(sys.argv[1] if len(sys.argv) > 1 else "docs/settings.md")

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Mapping
+
+import msgspec
 
 from deejai.engine.errors import ConfigError, PluginError, SinkError
 from deejai.plugins.hookspecs import Sink, hookimpl
@@ -29,12 +31,25 @@ from deejai.plugins.hookspecs import Sink, hookimpl
 if TYPE_CHECKING:  # pragma: no cover - the catalogue imports NumPy; the CLI starts without it
     from deejai.engine.catalogue import Playlist
 
-__all__ = ["send", "track_uri", "MODES", "DEFAULT_PORT", "register_sinks", "register_rpc_methods"]
+__all__ = ["send", "track_uri", "MODES", "DEFAULT_PORT", "MpdSettings", "register_sinks",
+           "register_rpc_methods", "register_settings"]
 
 #: Queue modes: ``replace`` clears MPD's queue first, ``append`` adds at its end.
 MODES = ("replace", "append")
 #: MPD's IANA-registered TCP port.
 DEFAULT_PORT = 6600
+
+
+class MpdSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The ``[mpd]`` section of settings.toml."""
+
+    host: Annotated[str, msgspec.Meta(description=(
+        "MPD host name, or the path of its Unix socket (e.g. /run/mpd/socket)."))] = "localhost"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535, description="MPD TCP port.")] = 6600
+    music_directory: Annotated[str, msgspec.Meta(description=(
+        "MPD's music_directory as this machine sees it; empty: ask MPD (it answers only "
+        "over its local socket)."), extra={"path": True})] = ""
+    password: Annotated[str, msgspec.Meta(description="MPD password; empty: none.")] = ""
 
 
 def _import_mpd() -> Any:
@@ -81,7 +96,7 @@ def track_uri(path: str | os.PathLike[str], music_directory: str | os.PathLike[s
 
 def send(
     playlist: Playlist | Mapping[str, Any],
-    settings: Mapping[str, Any],
+    settings: Mapping[str, Any] | None = None,
     *,
     host: str | None = None,
     port: int | None = None,
@@ -97,9 +112,9 @@ def send(
     ----------
     playlist : Playlist or dict
         The playlist (or its :meth:`~deejai.engine.catalogue.Playlist.to_dict` form).
-    settings : dict
-        deejai's settings (:func:`deejai.engine.config.load_settings`); the ``mpd`` table gives
-        the defaults of ``host``, ``port``, ``music_directory`` and ``password``.
+    settings : dict, optional
+        The ``[mpd]`` section of the settings (a sink receives its own section): the defaults
+        of ``host``, ``port``, ``music_directory`` and ``password``.
     host : str, optional
         MPD's host name, or the path of its Unix socket.
     port : int, optional
@@ -140,7 +155,7 @@ def send(
 
     if not isinstance(playlist, Playlist):
         playlist = Playlist.from_dict(dict(playlist))
-    cfg = dict(settings.get("mpd") or {})
+    cfg = dict(settings or {})
     host = str(host or cfg.get("host") or "localhost")
     port = int(port or cfg.get("port") or DEFAULT_PORT)
     password = password or cfg.get("password") or None
@@ -250,16 +265,18 @@ def register_sinks() -> list[Sink]:
     return [MPD_SINK]
 
 
-def _rpc_send(engine: Any, playlist: Mapping[str, Any], **options: Any) -> dict[str, Any]:
-    settings = getattr(engine, "settings", None)
-    if not isinstance(settings, Mapping):
-        from deejai.engine.config import load_settings
-
-        settings = load_settings()
-    return send(playlist, settings, **options)
+def _rpc_send(engine: Any, playlist: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """``sink.mpd.send``: the engine sends with its ``[mpd]`` settings section."""
+    return engine.send(playlist, "mpd", **options)
 
 
 @hookimpl
 def register_rpc_methods() -> dict[str, Any]:
     """``sink.mpd.send``: push a playlist dict to MPD from the daemon (front ends without a CLI)."""
     return {"sink.mpd.send": _rpc_send}
+
+
+@hookimpl
+def register_settings() -> dict[str, type]:
+    """The ``[mpd]`` section."""
+    return {"mpd": MpdSettings}

@@ -117,7 +117,7 @@ def push_playlist(
     ctx : click.Context, optional
         Default: the current context.
     settings : dict, optional
-        Default: :func:`deejai.engine.config.load_settings`.
+        Default: :func:`deejai.plugins.manager.load_settings`.
     echo : bool
         Print a summary (and each skipped track) on stderr.
 
@@ -135,22 +135,9 @@ def push_playlist(
     request = sink_request(ctx)
     if request is None:
         return None
-    from deejai.plugins.manager import get_sink
+    from deejai.plugins.manager import send_to_sink
 
-    if settings is None:
-        from deejai.engine.config import load_settings
-
-        settings = load_settings()
-    from deejai.engine.errors import DeejaiError, PluginError
-
-    try:
-        result = get_sink(request["sink"]).send(playlist, settings, **request["options"])
-    except DeejaiError:
-        raise
-    except Exception as exc:  # a third-party sink's bug: one line, not a traceback
-        raise PluginError(
-            f"the {request['sink']!r} sink failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    result = send_to_sink(request["sink"], playlist, settings, **request["options"])
     if echo:
         click.echo(describe_result(result), err=True)
     return result

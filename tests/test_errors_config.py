@@ -69,15 +69,17 @@ def test_paths_follow_xdg_without_deejai_home(monkeypatch, tmp_path):
 
 
 def test_settings_file_and_environment(monkeypatch):
+    from deejai.plugins.mpd import MpdSettings
+
     p = config.paths().ensure()
     p.settings_file.write_text('workers = 3\n[mpd]\nhost = "box"\n')
-    s = config.load_settings(p)
+    s = config.load_settings(p, sections={"mpd": MpdSettings})
     assert s["workers"] == 3 and s["mpd"]["host"] == "box" and s["mpd"]["port"] == 6600
     monkeypatch.setenv("DEEJAI_WORKERS", "1")
     monkeypatch.setenv("DEEJAI_MPD__PORT", "6601")
-    s = config.load_settings(p)
+    s = config.load_settings(p, sections={"mpd": MpdSettings})
     assert s["workers"] == 1 and s["mpd"]["port"] == 6601
-    assert config.DEFAULTS["mpd"]["port"] == 6600  # defaults are never mutated
+    assert config.DEFAULTS["workers"] == 0  # defaults are never mutated
     monkeypatch.setenv("DEEJAI_WORKERS", "many")
     with pytest.raises(ConfigError):
         config.load_settings(p)

@@ -13,7 +13,8 @@ import pytest
 from deejai.engine.catalogue import Playlist, PlaylistEntry
 from deejai.engine.errors import ConfigError, DeejaiError, PluginError
 from deejai.plugins import manager
-from deejai.plugins.exporters import XSPF_NAMESPACE, render_playlist, write_playlist
+from deejai.plugins.exporters import XSPF_NAMESPACE
+from deejai.plugins.manager import render_playlist, write_playlist
 
 NS = {"x": XSPF_NAMESPACE}
 
@@ -173,7 +174,13 @@ def test_empty_playlist(tmp_path):
     assert root.find("x:trackList", NS) is not None  # trackList is required even when empty
 
 
-def test_the_manager_re_exports_the_writer_the_engine_calls(layout, tmp_path):
+def test_the_engine_writes_with_the_exporters_it_was_handed(layout, tmp_path):
+    from deejai.engine.service import Engine
+
     _, _, playlist = layout
-    out = manager.write_playlist(playlist.to_dict(), tmp_path / "t.xspf")
-    assert out.read_bytes() == manager.render_playlist(playlist, "xspf")
+    with manager.build_engine() as engine:
+        written = engine.export(playlist.to_dict(), path=str(tmp_path / "t.xspf"))
+        assert {f["name"] for f in engine.formats()} == {"m3u8", "xspf", "json"}
+    assert written == {"format": "xspf", "path": str(tmp_path / "t.xspf")}
+    assert (tmp_path / "t.xspf").read_bytes() == manager.render_playlist(playlist, "xspf")
+    assert Engine(exporters=manager.exporters()).formats() == engine.formats()

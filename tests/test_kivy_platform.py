@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from deejai.engine.errors import DaemonError, LibraryEmptyError, TrackNotFoundError
+from deejai.engine.errors import (
+    ConnectionLost,
+    DaemonError,
+    DaemonNotRunning,
+    LibraryEmptyError,
+    TrackNotFoundError,
+)
 from deejai.ui_kivy import platform as plat
 from deejai.ui_kivy import viewmodel as vm
 from deejai.ui_kivy.backend import Backend
@@ -211,11 +217,11 @@ def test_lost_daemon_is_reported_then_reconnected(tmp_path):
         first = backend.daemon_process
         first.kill()
         first.wait(10)
-        with pytest.raises(DaemonError, match="daemon"):
+        with pytest.raises(ConnectionLost, match="daemon"):
             backend.call("status")
         assert not backend.connected and states[-1] == "disconnected"
         # the backend starts a daemon once only; a user (or systemd) starts the next one
-        with pytest.raises(DaemonError, match="not running"):
+        with pytest.raises(DaemonNotRunning, match="no deejai daemon answers"):
             backend.call("status")
         second = subprocess.Popen(backend.daemon_command(), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL, start_new_session=True)

@@ -230,7 +230,12 @@ def test_search_is_case_insensitive_and_unicode(lib, rng):
     assert [t["title"] for t in lib.tracks("STRASSE")] == ["Autobahn"]  # casefold: ß -> ss
     assert [t["title"] for t in lib.tracks("straße")] == ["Autobahn"]
     assert [t["path"] for t in lib.tracks("100%")] == ["/m/100%_pure.mp3"]
-    assert lib.tracks("1%") == []  # % and _ are literal, not wildcards
+    assert lib.tracks("%") == lib.tracks("_") == []  # no letters or digits: no words, no match
+    # the same rule as track resolution: accents and case folded, words start words
+    assert {t["title"] for t in lib.tracks("bjork")} == {"Jóga", "Hunter"}
+    assert [t["title"] for t in lib.tracks("bjork joga")] == ["Jóga"]
+    assert [t["path"] for t in lib.tracks("pure 10")] == ["/m/100%_pure.mp3"]
+    assert [t["title"] for t in lib.tracks("ogenic jog")] == ["Jóga"]  # else anywhere
     assert len(lib.tracks(limit=2)) == 2
     recs = lib.records()
     assert set(recs[0]) == {"id", "path", "artist", "title", "album"}

@@ -134,8 +134,8 @@ def mpd_server(tmp_path_factory) -> MPDServer:
 
 @pytest.fixture
 def settings(mpd_server) -> dict:
-    return {"mpd": {"host": "127.0.0.1", "port": mpd_server.port,
-                    "music_directory": str(mpd_server.music)}}
+    """The [mpd] section: a sink receives its own section, not the whole settings."""
+    return {"host": "127.0.0.1", "port": mpd_server.port, "music_directory": str(mpd_server.music)}
 
 
 def _library(server: MPDServer) -> list[Path]:
@@ -228,14 +228,13 @@ def test_nothing_known_is_an_error_and_the_queue_is_left_alone(mpd_server, setti
 def test_music_directory_is_asked_from_mpd_over_its_local_socket(mpd_server):
     paths = _library(mpd_server)
     mpd_server.reset_queue()
-    settings = {"mpd": {"host": str(mpd_server.socket_path), "port": 6600,
-                        "music_directory": ""}}
+    settings = {"host": str(mpd_server.socket_path), "port": 6600, "music_directory": ""}
     result = send(_playlist(paths[:3]), settings)
     assert result["music_directory"] == str(mpd_server.music)
     assert result["server"] == str(mpd_server.socket_path)
     assert mpd_server.queue() == [_uri(mpd_server, p) for p in paths[:3]]
 
-    tcp = {"mpd": {"host": "127.0.0.1", "port": mpd_server.port, "music_directory": ""}}
+    tcp = {"host": "127.0.0.1", "port": mpd_server.port, "music_directory": ""}
     with pytest.raises(ConfigError, match=r"does not tell its music directory to remote "
                                           r"clients: set music_directory in the \[mpd\] table"):
         send(_playlist(paths[:1]), tcp)
@@ -276,12 +275,12 @@ def test_the_sink_is_registered_and_the_rpc_method_sends(mpd_server, settings, m
         sink.send(_playlist(paths[:2]), settings)
         assert mpd_server.queue() == [_uri(mpd_server, p) for p in paths[:2]]
 
-        # the daemon's method: settings come from the engine, else from settings.toml
+        # the daemon's method: the engine sends with its [mpd] settings section
         deejai_paths().ensure().settings_file.write_text(
             f'[mpd]\nhost = "127.0.0.1"\nport = {mpd_server.port}\n'
             f'music_directory = "{mpd_server.music}"\n', encoding="utf-8")
         result = manager.rpc_methods()["sink.mpd.send"](
-            None, playlist=_playlist(paths[2:4]).to_dict(), mode="append")
+            manager.build_engine(), playlist=_playlist(paths[2:4]).to_dict(), mode="append")
         assert result["added"] == [_uri(mpd_server, p) for p in paths[2:4]]
         assert len(mpd_server.queue()) == 4
     finally:

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from deejai.engine.catalogue import Playlist, PlaylistEntry
 from deejai.engine.errors import ConfigError, PluginError
 from deejai.plugins import manager
-from deejai.plugins.exporters import write_playlist
+from deejai.plugins.manager import write_playlist
 from deejai.plugins.manager import PluginWarning
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,14 +174,16 @@ def test_builtins_register_through_the_hooks():
     assert pm.get_plugin("mpd") is mpd_module
     loaded = _loaded(manager.plugin_report())
     assert loaded["exporters"]["source"] == "built-in"
-    assert loaded["exporters"]["hooks"] == ["register_exporters", "register_rpc_methods"]
+    assert loaded["exporters"]["hooks"] == ["register_exporters"]
     assert loaded["exporters"]["provides"]["exporters"] == ["m3u8", "xspf", "json"]
-    assert loaded["mpd"]["hooks"] == ["register_rpc_methods", "register_sinks"]
+    assert loaded["mpd"]["hooks"] == ["register_rpc_methods", "register_settings",
+                                      "register_sinks"]
     assert set(manager.exporters()) >= {"m3u8", "xspf", "json"}
     assert "mpd" in manager.sinks()
     assert manager.sinks()["mpd"].send is mpd_module.send
-    assert {"playlist.formats", "sink.mpd.send"} <= set(manager.rpc_methods())
-    formats = manager.rpc_methods()["playlist.formats"](None)
+    assert {"sink.mpd.send"} <= set(manager.rpc_methods())
+    # playlist.formats is the Engine's own method now: it lists the exporters it was handed
+    formats = manager.build_engine().formats()
     assert {"name": "xspf", "extension": "xspf", "media_type": "application/xspf+xml"} in formats
 
 
@@ -510,8 +512,9 @@ def test_plugins_setting_selects_and_env_wins(with_example, with_broken, deejai_
     manager.reset_plugin_manager()
     monkeypatch.delenv("DEEJAI_PLUGINS")
     settings.write_text("plugins = 3\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"settings\.toml: expected a list of plugin names, "
-                                          r"'\*' or '-', got 3 \(int\)"):
+    # the settings schema refuses it first: a string, a list of names or nothing
+    with pytest.raises(ConfigError, match=r"settings\.toml: expected `str \| array \| null`, "
+                                          r"got `int` - at `plugins`"):
         manager.get_plugin_manager()
 
 

@@ -489,7 +489,7 @@ def test_client_raises_the_engine_errors(daemon):
             c.scan(paths=["/no/such/folder/anywhere"])
         with pytest.raises(DaemonError, match="method not found"):
             c.call("no.such.method")
-        with pytest.raises(DaemonError, match="n must be integer"):
+        with pytest.raises(DaemonError, match="n: expected `int`, got `str`"):
             c.join(waypoints=["a", "b"], n="eight")
         assert c.scan_status() == {"job": None, "state": "idle"}
         assert c.cancel_scan() == {"job": None, "cancelled": False}
@@ -547,17 +547,23 @@ def test_client_events_iterator_times_out_without_events(daemon):
         assert c.ping()["pong"] is True
 
 
-def test_client_methods_mirror_the_engine():
-    from deejai.engine.service import RPC_METHODS, Engine
+def test_client_methods_mirror_the_engine(daemon):
+    """The client's methods come from the method table: same names and signatures."""
+    from deejai.engine.service import ENGINE_METHODS, Engine
 
-    for wire, name in [*RPC_METHODS.items(), ("-", "wait_scan")]:
-        engine_sig = inspect.signature(getattr(Engine, name))
-        client_sig = inspect.signature(getattr(Client, name))
-        assert [(p.name, p.default, p.kind) for p in engine_sig.parameters.values()] == [
-            (p.name, p.default, p.kind) for p in client_sig.parameters.values()
-        ], wire
-    assert {"subscribe", "close"} <= set(dir(Client))
-    assert set(BUILTIN_METHODS).isdisjoint(RPC_METHODS)
+    with daemon.client() as c:
+        for wire, method in ENGINE_METHODS.items():
+            engine_sig = inspect.signature(getattr(Engine(paths=daemon.paths), method.attr))
+            client_sig = inspect.signature(getattr(c, method.attr))
+            assert [(p.name, p.default, p.kind) for p in engine_sig.parameters.values()] == [
+                (p.name, p.default, p.kind) for p in client_sig.parameters.values()
+            ], wire
+        assert {"subscribe", "close", "wait_scan", "join", "ping"} <= set(dir(c))
+        with pytest.raises(AttributeError):
+            c.no_such_method
+        with pytest.raises(TypeError, match="join"):
+            c.join(["a", "b"], 3, colour="red")
+    assert set(BUILTIN_METHODS).isdisjoint(ENGINE_METHODS)
 
 
 def test_connect_when_nothing_answers(tmp_path, monkeypatch):
@@ -632,8 +638,11 @@ def local_server(tmp_path):
     from deejai.engine.rpc import Server
 
     source = EventSource()
+    from deejai.engine.methods import method_from_function
+
     server = Server(source, socket_path=tmp_path / "local.sock",
-                    methods={"test.boom": "boom"}, queue_size=8)
+                    methods={"test.boom": method_from_function("test.boom", EventSource.boom,
+                                                               skip=1)}, queue_size=8)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert server.started.wait(10)

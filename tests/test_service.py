@@ -58,7 +58,9 @@ def test_bad_options_are_clear_errors():
 
 @pytest.mark.parametrize("executor", ["process", "thread"])
 def test_scan_events_status_and_playlists(music, executor):
-    with Engine(scan_executor=executor) as engine:
+    from deejai.plugins.exporters import M3U8
+
+    with Engine(scan_executor=executor, exporters=[M3U8]) as engine:
         out = _scan(engine, music, workers=1)
         assert out["status"]["state"] == "finished", out["status"]
         assert out["status"]["summary"]["added"] == 8
@@ -84,7 +86,17 @@ def test_scan_events_status_and_playlists(music, executor):
 
         exported = engine.export(pl, format="m3u8")
         assert exported["content"].startswith("#EXTM3U")
+        assert engine.formats() == [{"name": "m3u8", "extension": "m3u8",
+                                     "media_type": "audio/x-mpegurl"}]
         assert engine.track(a)["id"] == a
+
+
+def test_an_engine_is_handed_its_exporters():
+    """The engine imports no plugin: without exporters it says there are none."""
+    with Engine() as engine:
+        assert engine.formats() == []
+        with pytest.raises(ConfigError, match="no exporter plugin is loaded"):
+            engine.export({"entries": []}, format="m3u8")
 
 
 def test_second_scan_while_one_runs_is_refused(music):

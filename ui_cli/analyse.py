@@ -27,7 +27,7 @@ __all__ = ["analyse"]
     "Default: the engine's DEFAULT_PATCHES.",
 )
 @click.option("--model", "model_name", default=None, metavar="NAME|DIR",
-              help="Model name or folder (default: the 'model' setting, msd-musicnn).")
+              help="Model name or folder (default: the 'model' setting).")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Interpreter threads.")
 @click.option("--vectors", is_flag=True, help="With --json: include every patch's embedding.")
@@ -54,7 +54,7 @@ def analyse(
     from deejai.engine.errors import DeejaiError
     from deejai.engine.model import Model
 
-    name = model_name or load_settings().get("model") or "msd-musicnn"
+    name = model_name or load_settings()["model"]
     model = Model(name, threads=threads)  # a ModelError ends the command with one line
     labels = list(model.card.tag_labels)
     k = DEFAULT_PATCHES if patches is None else patches

@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from deejai.engine.units import format_duration  # noqa: F401  (the CLI's commands use it)
+
 __all__ = ["get_engine", "uses_daemon", "console", "err_console", "echo_json", "format_duration"]
 
 
@@ -21,18 +23,14 @@ def get_engine(ctx: click.Context, *, prefer_daemon: bool = True) -> Any:
     obj = root.obj if isinstance(root.obj, dict) else {}
     if "engine" in obj:
         return obj["engine"]
-    engine: Any = None
-    if prefer_daemon and not obj.get("no_daemon"):
-        try:
-            from deejai.engine.rpc import Client
-        except ImportError:  # pragma: no cover - rpc is part of the package
-            Client = None  # type: ignore[assignment]
-        if Client is not None:
-            engine = Client.connect_or_none()
-    if engine is None:
-        from deejai.engine.service import Engine
+    from deejai.plugins.manager import build_engine
 
-        engine = Engine()
+    if prefer_daemon and not obj.get("no_daemon"):
+        from deejai.engine.rpc import connect
+
+        engine: Any = connect(fallback="in-process", engine_factory=build_engine)
+    else:
+        engine = build_engine()
     obj["engine"] = engine
     root.obj = obj
     root.call_on_close(engine.close)
@@ -41,7 +39,9 @@ def get_engine(ctx: click.Context, *, prefer_daemon: bool = True) -> Any:
 
 def uses_daemon(engine: Any) -> bool:
     """True when ``engine`` is a client of a running daemon."""
-    return type(engine).__name__ == "Client"
+    from deejai.engine.rpc import is_remote
+
+    return is_remote(engine)
 
 
 def console() -> Any:
@@ -62,13 +62,3 @@ def echo_json(data: Any) -> None:
     """Print ``data`` as one JSON document on stdout."""
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     sys.stdout.flush()
-
-
-def format_duration(seconds: float | None) -> str:
-    """``m:ss`` (or ``h:mm:ss``) for a number of seconds; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    s = int(round(float(seconds)))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

@@ -74,7 +74,11 @@ def serve(ctx: click.Context, socket_path: str | None, tcp: str | None, foregrou
             click.echo(f"deejai: daemon (pid {os.getpid()}) listening on {where}; "
                        f"log: {p.log_file}", err=True)
 
-    run_daemon(socket_path=socket_path, tcp=tcp, paths=p, on_ready=ready)
+    # the composition root: the plugins' exporters, sinks and RPC methods go to the engine
+    from deejai.plugins.manager import build_engine, rpc_methods
+
+    run_daemon(socket_path=socket_path, tcp=tcp, paths=p, on_ready=ready,
+               engine_factory=lambda p: build_engine(paths=p), extra_methods=rpc_methods())
 
 
 def _lock_free() -> bool:

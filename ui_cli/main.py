@@ -30,6 +30,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "serve": "daemon:serve",
     "stop": "daemon:stop",
     "plugins": "plugins:plugins",
+    "config": "config:config",
 }
 
 

@@ -41,6 +41,14 @@ def _common_options(func: Any) -> Any:
     return func
 
 
+def track_spec(spec: str) -> str:
+    """A track as typed, with a relative path to an existing file made absolute: here, at the
+    edge, once (a daemon does not share this shell's working folder)."""
+    if not spec.startswith("tag:") and os.path.exists(spec):
+        return os.path.abspath(spec)
+    return spec
+
+
 def render_table(playlist: dict[str, Any], title: str, con: Any = None) -> None:
     """Print ``playlist`` (``Playlist.to_dict()``) as a rich table.
 
@@ -121,8 +129,9 @@ def playlist(ctx: click.Context, start: str, end: str, via: tuple[str, ...], n: 
     eng = get_engine(ctx)
     waypoints = [start, *via, end]
     result = eng.join(
-        waypoints=waypoints, n=n, noise=noise, seed=seed, no_repeat_artist=no_repeat_artist,
-        max_duration_s=max_duration_s, transitions=transitions,
+        waypoints=[track_spec(w) for w in waypoints], n=n, noise=noise, seed=seed,
+        no_repeat_artist=no_repeat_artist, max_duration_s=max_duration_s,
+        transitions=transitions,
     )
     emit(eng, result, " → ".join(waypoints), output, fmt)
     push_playlist(result, ctx)
@@ -148,7 +157,7 @@ def radio(ctx: click.Context, seeds: tuple[str, ...], n: int, lookback: int, noi
     """
     eng = get_engine(ctx)
     result = eng.radio(
-        seeds=list(seeds), n=n, lookback=lookback, noise=noise, seed=seed,
+        seeds=[track_spec(s) for s in seeds], n=n, lookback=lookback, noise=noise, seed=seed,
         no_repeat_artist=no_repeat_artist, max_duration_s=max_duration_s,
     )
     emit(eng, result, "radio: " + ", ".join(seeds), output, fmt)

@@ -3,12 +3,11 @@
 No Kivy here: :class:`Backend` is plain Python, so it is tested on its own and the app only
 wraps its callbacks with ``@mainthread``.
 
-* **Daemon** (desktop default): :meth:`deejai.engine.rpc.Client.connect_or_none`; when nothing
-  answers and ``start_daemon`` is set, ``python -m deejai.ui_cli.main serve`` is started as a
-  child process (stopped again when the app closes) and the client waits for its socket.
-  When the daemon goes away mid-use the call fails with
-  :class:`~deejai.engine.errors.DaemonError`, the connection is dropped, and the next call
-  connects again: the app recovers as soon as a daemon answers.
+* **Daemon** (desktop default): :func:`deejai.engine.connect`, the policy every front end
+  shares; when nothing answers and ``start_daemon`` is set, it starts ``deejai serve`` as a
+  process (stopped again when the app closes) and waits for it. When the daemon goes away
+  mid-use the call fails with :class:`~deejai.engine.errors.ConnectionLost`, the connection is
+  dropped, and the next call connects again: the app recovers as soon as a daemon answers.
 * **Embedded** (``--embedded``, Android, iOS): one :class:`deejai.engine.service.Engine` in
   this process, built on the first call (on a worker thread, since opening the library and the
   index takes time).
@@ -20,51 +19,19 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable
 
-from deejai.engine.errors import DaemonError, DeejaiError
+from deejai.engine.errors import ConnectionLost, DaemonError, DeejaiError
 from deejai.ui_kivy.viewmodel import contract_home
 
-__all__ = ["Backend", "EventSink", "ConnectionSink", "DAEMON_START_TIMEOUT_S"]
+__all__ = ["Backend", "EventSink", "ConnectionSink"]
 
 log = logging.getLogger(__name__)
 
-#: How long to wait for a daemon the app started to open its socket (seconds). The daemon
-#: imports the engine and opens the library before it listens, a few seconds on a slow disk.
-DAEMON_START_TIMEOUT_S = 30.0
-#: Seconds a daemon has to answer ``engine.ping`` after a call failed, before the app treats
-#: the connection as lost.
-PING_TIMEOUT_S = 2.0
-
 EventSink = Callable[[str, dict], None]
 ConnectionSink = Callable[[str, str], None]  # (state, message): "connected", "disconnected"
-
-
-def _connection_lost(engine: Any, exc: BaseException) -> bool:
-    """True when ``exc`` means the daemon is unreachable, not that it refused the request.
-
-    A raw ``OSError`` can escape while a socket breaks. The client raises a plain
-    :class:`DaemonError` both for a lost connection and for a daemon-side internal error, so
-    for that class the connection itself is checked: closed by the reader thread, or not
-    answering a ping within :data:`PING_TIMEOUT_S`.
-    """
-    if isinstance(exc, (OSError, EOFError)):
-        return True
-    if type(exc) is not DaemonError:
-        return False
-    if getattr(engine, "closed", False):
-        return True
-    try:
-        engine.call("engine.ping", timeout=PING_TIMEOUT_S)
-    except Exception:
-        return True
-    return False
-
 
 
 def _release(unsubscribe: Any, engine: Any) -> None:
@@ -76,6 +43,7 @@ def _release(unsubscribe: Any, engine: Any) -> None:
             action()
         except Exception:  # the connection may already be broken
             log.debug("closing the engine failed", exc_info=True)
+
 
 class Backend:
     """The engine the app talks to, reached on worker threads.
@@ -135,60 +103,31 @@ class Backend:
         """The daemon this backend started, if any."""
         return self._daemon
 
-    def _client_class(self) -> Any:
-        from deejai.engine.rpc import Client
-
-        return Client
-
-    def _connect_once(self, timeout: float | None = None) -> Any:
-        """A connected client, or None when no daemon answers."""
-        Client = self._client_class()
-        address = self.socket or None
-        if timeout is None:
-            return Client.connect_or_none(address)
-        return Client.connect_or_none(address, timeout=timeout)
-
     def daemon_command(self) -> list[str]:
         """The command line that starts the daemon (``deejai serve``)."""
-        cmd = [sys.executable, "-m", "deejai.ui_cli.main", "serve"]
-        if self.socket:
-            cmd += ["--socket", self.socket]
-        return cmd
+        from deejai.engine.rpc import daemon_command
+
+        return daemon_command(self.socket)
 
     def spawn_daemon(self) -> subprocess.Popen:
-        """Start ``deejai serve`` as a child process; its output goes to the state folder."""
-        from deejai.engine.config import paths
+        """Start ``deejai serve`` as a process; its output goes to the state folder."""
+        from deejai.engine.rpc import spawn_daemon
 
-        log_dir = paths().ensure().state_dir
-        log_path = Path(log_dir) / "daemon-started-by-app.log"
-        with open(log_path, "ab") as out:
-            self._daemon = subprocess.Popen(
-                self.daemon_command(), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True,
-            )
+        self._daemon = spawn_daemon(self.socket)
         self._spawned_once = True
-        log.info("started the daemon (pid %d): %s", self._daemon.pid, " ".join(self.daemon_command()))
         return self._daemon
 
     def _open(self) -> Any:
         if self.embedded:
-            from deejai.engine.service import Engine
+            from deejai.plugins.manager import build_engine
 
-            return Engine(index_backend=self.index_backend)
-        client = self._connect_once()
-        if client is None and self.start_daemon and not self._spawned_once:
-            proc = self.spawn_daemon()
-            deadline = time.monotonic() + DAEMON_START_TIMEOUT_S
-            while client is None and time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise DaemonError(
-                        f"the daemon exited at start (status {proc.returncode}); "
-                        "see daemon-started-by-app.log in deejai's state folder"
-                    )
-                time.sleep(0.2)
-                client = self._connect_once()
-        if client is None:
-            raise DaemonError("the deejai daemon is not running: start it with `deejai serve`")
+            return build_engine(index_backend=self.index_backend)
+        from deejai.engine.rpc import connect
+
+        start = self.start_daemon and not self._spawned_once
+        client = connect(self.socket or None, start=start)
+        if client.daemon_process is not None:
+            self._daemon, self._spawned_once = client.daemon_process, True
         return client
 
     def engine(self) -> Any:
@@ -196,16 +135,23 @@ class Backend:
 
         Raises
         ------
-        DaemonError
+        DaemonNotRunning
             When no daemon answers (and none could be started).
+        ConnectionLost
+            When the daemon closed the connection since the last call (it is dropped: the
+            next call connects again).
         """
         with self._lock:
             if self._closed:
                 raise DaemonError("the app is closing")
-            if self._engine is not None and not getattr(self._engine, "closed", False):
-                return self._engine
-        if self._engine is not None:  # the daemon closed the connection since the last call
-            self._drop(self._engine, "the daemon closed the connection")
+            held = self._engine
+            if held is not None and not getattr(held, "closed", False):
+                return held
+        if held is not None:  # the daemon closed the connection since the last call
+            lost = ConnectionLost(f"the daemon at {getattr(held, 'address', '?')} closed the "
+                                  "connection")
+            self._drop(held, str(lost))
+            raise lost
         with self._lock:
             if self._engine is not None:
                 return self._engine
@@ -248,19 +194,14 @@ class Backend:
     def call(self, method: str, **params: Any) -> Any:
         """Call ``engine.<method>(**params)`` here and now (blocking; not on the UI thread).
 
-        A lost daemon connection is dropped (the next call reconnects) and re-raised as
-        :class:`DaemonError` with a message that says what to do.
+        A lost daemon connection (:class:`ConnectionLost`) is dropped, so the next call
+        connects again, and re-raised; its message says what to do.
         """
         engine = self.engine()
         try:
             return getattr(engine, method)(**params)
-        except Exception as exc:
-            if not self.embedded and _connection_lost(engine, exc):
-                self._drop(engine, str(exc))
-                raise DaemonError(
-                    f"lost the deejai daemon ({exc}); start it again with `deejai serve` "
-                    "and retry"
-                ) from exc
+        except ConnectionLost as exc:
+            self._drop(engine, str(exc))
             raise
 
     def submit(self, method: str, **params: Any) -> Future:

@@ -63,7 +63,7 @@ class LibraryScreen(Screen):
             app.show_message("type a music folder to scan first", error=True)
             return
         self.scanning = True
-        self.scanning_folders = ", ".join(folders)
+        self.scanning_folders = ", ".join(contract_home(f) for f in folders)
         self.progress_value, self.progress_max = 0, 1
         self.progress_text = "starting..."
         app.call("scan", paths=folders, on_result=self._started, on_error=self._failed)

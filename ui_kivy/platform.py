@@ -1,7 +1,7 @@
 """Where the Kivy app runs: the platform, where it keeps its files, where the music is.
 
-This module imports neither Kivy nor the engine, so it can be tested (and used by the build
-helper) on any machine. On Android it asks python-for-android's ``android.storage`` module for
+This module imports no Kivy and, of the engine, only :mod:`deejai.engine.platforms` (which
+imports nothing), so it can be tested (and used by the build helper) on any machine. On Android it asks python-for-android's ``android.storage`` module for
 the folders; elsewhere it defers to :mod:`deejai.engine.config` (platformdirs, ``DEEJAI_HOME``).
 
 Decisions made here::
@@ -12,18 +12,15 @@ Decisions made here::
     linux/macosx/   only with          faiss when          platformdirs' user music folder
     win             --embedded         importable
 
-Android detection follows python-for-android: its bootstrap sets ``ANDROID_ARGUMENT`` (and
-``ANDROID_PRIVATE``) in the environment before ``main.py`` runs, the same test
-``kivy.utils.platform`` uses.
+The platform is :func:`deejai.engine.platforms.detect_platform`, the same answer the engine
+chooses its TFLite runtime by.
 """
 from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 __all__ = [
     "MOBILE",
@@ -38,44 +35,12 @@ __all__ = [
     "ANDROID_PERMISSIONS",
 ]
 
-#: Platforms on which the engine always runs inside the app (no daemon, no subprocesses).
-MOBILE = frozenset({"android", "ios"})
+from deejai.engine.platforms import MOBILE, detect_platform  # one answer for app and engine
 
 #: Runtime permissions the app asks for on Android to read the user's music. Android 13 (API
 #: 33) replaced READ_EXTERNAL_STORAGE with READ_MEDIA_AUDIO for audio files; asking for both
 #: covers old and new releases (the one that does not apply is ignored by the system).
 ANDROID_PERMISSIONS = ("READ_MEDIA_AUDIO", "READ_EXTERNAL_STORAGE")
-
-
-def detect_platform(environ: Mapping[str, str] | None = None, sys_platform: str | None = None) -> str:
-    """The platform the app runs on.
-
-    Parameters
-    ----------
-    environ : mapping, optional
-        Environment to inspect; default ``os.environ``.
-    sys_platform : str, optional
-        Value of ``sys.platform`` to inspect; default the running one.
-
-    Returns
-    -------
-    str
-        One of ``"android"``, ``"ios"``, ``"linux"``, ``"macosx"``, ``"win"``, ``"unknown"``
-        (the names :data:`kivy.utils.platform` uses).
-    """
-    env = os.environ if environ is None else environ
-    plat = sys.platform if sys_platform is None else sys_platform
-    if "ANDROID_ARGUMENT" in env or "ANDROID_PRIVATE" in env or plat == "android":
-        return "android"
-    if plat == "ios" or env.get("KIVY_BUILD") == "ios":
-        return "ios"
-    if plat.startswith("linux") or plat.startswith("freebsd"):
-        return "linux"
-    if plat == "darwin":
-        return "macosx"
-    if plat in ("win32", "cygwin"):
-        return "win"
-    return "unknown"
 
 
 def is_mobile(platform: str | None = None) -> bool:

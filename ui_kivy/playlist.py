@@ -120,7 +120,9 @@ class PlaylistScreen(Screen):
         if not self.playlist:
             app.show_message("make a playlist first", error=True)
             return
-        path = os.path.expanduser(self.ids.export_path.text.strip())
+        typed = self.ids.export_path.text.strip()
+        # made absolute here, at the edge: the daemon does not share the app's folder
+        path = os.path.abspath(os.path.expanduser(typed)) if typed else ""
         if not path:
             app.show_message("type where to save the playlist", error=True)
             return
@@ -148,12 +150,9 @@ class PlaylistScreen(Screen):
 
 
 def _send_to_sink(name: str, playlist: dict) -> dict:
-    from deejai.engine.catalogue import Playlist
-    from deejai.engine.config import load_settings
-    from deejai.plugins import manager
+    from deejai.plugins.manager import send_to_sink
 
-    sink = manager.get_sink(name)
-    return sink.send(Playlist.from_dict(playlist), load_settings())
+    return send_to_sink(name, playlist)
 
 
 Builder.load_file(kv_path("playlist.kv"))

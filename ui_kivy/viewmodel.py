@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from deejai.engine.units import format_duration
+
 __all__ = [
     "format_duration",
     "format_eta",
@@ -24,16 +26,6 @@ __all__ = [
     "split_folders",
     "contract_home",
 ]
-
-
-def format_duration(seconds: float | None) -> str:
-    """``m:ss`` or ``h:mm:ss`` for a number of seconds; ``-`` when unknown or negative."""
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "-"
-    s = int(round(float(seconds)))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 def format_eta(eta_s: float | None) -> str:
@@ -182,10 +174,12 @@ def contract_home(path: str | os.PathLike[str], home: str | None = None) -> str:
 
 
 def split_folders(text: str) -> list[str]:
-    """Folders typed in the Library screen: one per line, or separated by ``os.pathsep``."""
+    """Folders typed in the Library screen: one per line, or separated by ``os.pathsep``;
+    ``~`` expanded and made absolute here, at the edge (the daemon has another folder)."""
     out: list[str] = []
     for line in (text or "").splitlines():
-        out.extend(p.strip() for p in line.split(os.pathsep) if p.strip())
+        out.extend(os.path.abspath(os.path.expanduser(p.strip()))
+                   for p in line.split(os.pathsep) if p.strip())
     return out
 
 

@@ -204,7 +204,7 @@ def backend_order(platform: str | None = None) -> tuple[str, ...]:
                               f"(choose from {', '.join(BACKENDS)})")
         return names
     if platform is None:
-        from deejai.engine.model import current_platform
+        from deejai.engine.platforms import current_platform
 
         platform = current_platform()
     return _ORDER.get(platform, _ORDER["desktop"])

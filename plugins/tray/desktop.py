@@ -263,32 +263,21 @@ def deejai_command() -> list[str]:
 
 
 def kivy_app_command(screen: str = "join") -> list[str] | None:
-    """The command that opens the Kivy app (on ``screen`` where it can); None without it.
+    """The command that opens the Kivy app on ``screen``; None without it.
 
     The app is ``python -m deejai.ui_kivy.app`` (the ``deejai-kivy`` script) and needs the
-    ``kivy`` extra. ``--screen <screen>`` is added when the app's command line accepts it
-    (checked with its argument parser, which imports no Kivy); else the app opens on its
-    first screen.
+    ``kivy`` extra; the tray launches it as a process of its own and never imports it (only
+    the presence of both packages is looked up). ``--screen`` is one of ``library``,
+    ``join``, ``radio``.
     """
-    import contextlib
-    import io
-
     try:
-        has_app = importlib.util.find_spec("deejai.ui_kivy.app") is not None
+        has_app = importlib.util.find_spec("deejai.ui_kivy") is not None
         has_kivy = importlib.util.find_spec("kivy") is not None
     except (ImportError, ValueError):
         return None
     if not (has_app and has_kivy):
         return None
-    argv = [sys.executable, "-m", "deejai.ui_kivy.app"]
-    try:
-        from deejai.ui_kivy.app import parse_args
-
-        with contextlib.redirect_stderr(io.StringIO()):
-            parse_args(["--screen", screen])
-    except (SystemExit, Exception):  # an older app without --screen, or a broken import
-        return argv
-    return [*argv, "--screen", screen]
+    return [sys.executable, "-m", "deejai.ui_kivy.app", "--screen", screen]
 
 
 # ---------------------------------------------------------------------------- autostart
@@ -351,12 +340,11 @@ def install_autostart(exec_argv: Sequence[str] | None = None) -> Path:
 
     The file is written atomically (a temporary file renamed over it).
     """
+    from deejai.engine._fs import atomic_write
+
     target = autostart_file()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(desktop_entry(exec_argv), encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return atomic_write(target, desktop_entry(exec_argv).encode("utf-8"))
 
 
 def remove_autostart() -> Path | None:

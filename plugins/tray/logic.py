@@ -21,7 +21,8 @@ with polling as the fallback), builds the menu as plain :class:`MenuEntry` objec
 menu's actions. The pystray glue (:mod:`deejai.plugins.tray.app`) only turns entries into
 ``pystray.MenuItem`` objects and pictures into icons.
 
-Settings (``settings.toml``, all optional)::
+Settings (``settings.toml``, all optional; the schema is
+:class:`deejai.plugins.tray.TraySettings`, listed in ``docs/settings.md``)::
 
     [tray]
     playlist_dir = "~/Music/Playlists"  # where the tray saves playlists (default: data dir)
@@ -47,7 +48,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from deejai.engine.errors import ConfigError, DaemonError, DeejaiError
+from deejai.engine.errors import ConfigError, DaemonError, DaemonNotRunning, DeejaiError
+from deejai.engine.units import format_duration
 
 __all__ = [
     "NOT_RUNNING",
@@ -70,15 +72,6 @@ STATE_KINDS = ("not_running", "idle", "scanning", "error")
 PLAYLIST_SUFFIXES = (".m3u8", ".m3u")
 #: How many recent playlists the menu shows.
 RECENT_LIMIT = 10
-
-
-def _format_eta(seconds: float | None) -> str:
-    if seconds is None or seconds < 0:
-        return ""
-    s = int(round(seconds))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
 @dataclass(frozen=True)
@@ -147,7 +140,7 @@ class TrayState:
             text = f"Scanning {self.percent}% ({self.done}/{self.total}"
             if self.errors:
                 text += f", {self.errors} failed"
-            eta = _format_eta(self.eta_s)
+            eta = format_duration(self.eta_s, unknown="")
             if eta:
                 text += f", {eta} left"
             return text + ")"
@@ -328,11 +321,29 @@ def playlist_file_name(playlist: Mapping[str, Any], when: float | None = None) -
     return stem + ".m3u8"
 
 
+def _connect_to_daemon() -> Any:
+    """The shared :func:`deejai.engine.connect` policy, daemon only; None when none answers."""
+    from deejai.engine.rpc import connect
+
+    try:
+        return connect(fallback="error")
+    except DaemonNotRunning:
+        return None
+
+
 def _tray_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[tray]`` section checked against :class:`~deejai.plugins.tray.TraySettings`,
+    defaults filled in."""
+    import msgspec
+
+    from deejai.plugins.tray import TraySettings
+
     tray = settings.get("tray") or {}
-    if not isinstance(tray, Mapping):
-        raise ConfigError(f"settings: [tray] must be a table, got {tray!r}")
-    return dict(tray)
+    try:
+        return msgspec.to_builtins(msgspec.convert(dict(tray), TraySettings))
+    except (msgspec.ValidationError, TypeError, ValueError) as exc:
+        reason = str(exc).replace("`$.", "`")
+        raise ConfigError(f"settings: [tray] {reason[:1].lower()}{reason[1:]}") from None
 
 
 class TrayController:
@@ -345,9 +356,10 @@ class TrayController:
     paths : Paths, optional
         deejai's folders (default :func:`deejai.engine.config.paths`).
     connect : callable, optional
-        ``connect() -> client or None``; default
-        :meth:`deejai.engine.rpc.Client.connect_or_none`. The client has the Engine's methods
-        (``scan``, ``status``, ``join``, ``radio``, ``export``, ``subscribe``...).
+        ``connect() -> client or None``; default: :func:`deejai.engine.connect` (the daemon
+        only: the tray never opens the library itself), None when no daemon answers. The
+        client has the Engine's methods (``scan``, ``status``, ``join``, ``radio``,
+        ``export``, ``subscribe``...).
     notify : callable, optional
         ``notify(title, message)`` shows a message to the person (default: the log).
     ask_tracks : callable, optional
@@ -385,31 +397,21 @@ class TrayController:
         on_change: Callable[[TrayState], Any] | None = None,
         on_quit: Callable[[], Any] | None = None,
     ) -> None:
-        from deejai.engine.config import load_settings
         from deejai.engine.config import paths as default_paths
+        from deejai.plugins.manager import load_settings
         from deejai.plugins.tray import desktop
 
         self.paths = paths or default_paths()
-        self.settings = dict(settings) if settings is not None else load_settings(self.paths)
+        self.settings = settings if settings is not None else load_settings(self.paths)
         tray = _tray_settings(self.settings)
-        self.playlist_dir = Path(
-            str(tray.get("playlist_dir") or self.paths.data_dir / "playlists")).expanduser()
-        self.join_length = int(tray.get("join_length", 8))
-        self.radio_length = int(tray.get("radio_length", 20))
-        self.send_to = str(tray.get("send_to") or "open")
-        self.join_with = str(tray.get("join_with") or "auto")
-        if self.join_with not in ("auto", "app", "dialog"):
-            raise ConfigError(f"settings: [tray] join_with must be auto, app or dialog, "
-                              f"got {self.join_with!r}")
-        self.poll_interval_s = float(tray.get("poll_interval_s", 2.0))
-        if self.poll_interval_s <= 0:
-            raise ConfigError("settings: [tray] poll_interval_s must be more than 0")
+        self.playlist_dir = Path(tray["playlist_dir"] or self.paths.data_dir / "playlists")
+        self.join_length = tray["join_length"]
+        self.radio_length = tray["radio_length"]
+        self.send_to = tray["send_to"]
+        self.join_with = tray["join_with"]
+        self.poll_interval_s = tray["poll_interval_s"]
 
-        if connect is None:
-            from deejai.engine.rpc import Client
-
-            connect = Client.connect_or_none
-        self._connect = connect
+        self._connect = connect or _connect_to_daemon
         self._notify = notify or (lambda title, message: log.warning("%s: %s", title, message))
         self._ask_tracks = ask_tracks or desktop.ask_two_tracks
         self._launch = launch or desktop.launch_detached
@@ -486,7 +488,7 @@ class TrayController:
 
         Raises
         ------
-        DaemonError
+        DaemonNotRunning
             When no daemon answers; the message says how to start one.
         """
         with self._lock:
@@ -497,8 +499,8 @@ class TrayController:
         client = self._connect()
         if client is None:
             self._set_state(NOT_RUNNING)
-            raise DaemonError("the deejai daemon is not running: choose Start daemon, or run "
-                              "`deejai serve`")
+            raise DaemonNotRunning("the deejai daemon is not running",
+                                   hint="choose Start daemon, or run `deejai serve`")
         try:
             unsubscribe = client.subscribe(self._on_event)
         except DeejaiError:
@@ -737,15 +739,11 @@ class TrayController:
         if self.send_to == "open":
             self._open_path(Path(path))
             return None
-        from deejai.engine.catalogue import Playlist, PlaylistEntry
-        from deejai.plugins import manager
+        from deejai.plugins.manager import send_to_sink
 
-        sink = manager.get_sink(self.send_to)
-        if playlist is not None:
-            pl = Playlist.from_dict(dict(playlist))
-        else:
-            pl = Playlist([PlaylistEntry(id=0, path=str(p)) for p in read_playlist_paths(path)])
-        report = sink.send(pl, self.settings)
+        if playlist is None:
+            playlist = {"entries": [{"id": 0, "path": str(p)} for p in read_playlist_paths(path)]}
+        report = send_to_sink(self.send_to, playlist, self.settings)
         added = len(report.get("added") or []) if isinstance(report, Mapping) else None
         if added is not None:
             self._notify("deejai", f"sent {added} tracks to {self.send_to}")
