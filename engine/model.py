@@ -1056,11 +1056,11 @@ def _read_json(path: Path | None) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
+    from deejai.engine._fs import atomic_write
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
     except OSError:  # a read-only state folder: the choice is simply measured again
         pass
 
