@@ -67,6 +67,9 @@ class CoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     model: Annotated[str, _help("Model card name (a folder of deejai/models) or a model folder.")] \
         = DEFAULT_MODEL
+    model_variant: Annotated[Literal["auto", "int8", "fp32"], _help(
+        "Which file of a model with variants a scan runs: auto (int8 where the CPU has int8 "
+        "dot products, else the faster of the two, measured once), int8 or fp32.")] = "auto"
     workers: Annotated[int, _help("Worker processes of a scan; 0: one per CPU core.", ge=0)] = 0
     scan_executor: Annotated[Literal["process", "thread"], _help(
         "Where a scan analyses files: worker processes, or threads (phones).")] = "process"

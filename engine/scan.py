@@ -478,6 +478,7 @@ def scan(
     patches: int | None = None,
     on_plan: Callable[[ScanPlan], None] | None = None,
     threads: int = 1,
+    variant: str | None = None,
 ) -> ScanSummary:
     """Bring ``library`` up to date with the audio files under ``roots``.
 
@@ -514,6 +515,9 @@ def scan(
     patches : int, optional
         Patches analysed per track (None: :data:`deejai.engine.analyse.DEFAULT_PATCHES`;
         0: every patch). Applies to the files this scan analyses.
+    variant : str, optional
+        The model file to run (``"int8"``, ``"fp32"``; None or ``"auto"``: see
+        :func:`deejai.engine.model.choose_variant`).
     threads : int
         Interpreter threads per worker of the default pool (1: the measured best on 2 cores
         with 2 workers; see ``benchmarks/scan.py --configs``).
@@ -562,7 +566,7 @@ def scan(
             _analyse_all(library, todo, summary, workers=workers, executor=executor,
                          model=model, on_progress=on_progress, should_stop=should_stop,
                          batch_seconds=batch_seconds, batch_size=batch_size, on_result=on_result,
-                         patches=patches, threads=threads)
+                         patches=patches, threads=threads, variant=variant)
         elif on_progress is not None:
             on_progress(0, 0, 0, 0.0, 0.0)
         with library.transaction():
@@ -595,6 +599,7 @@ def _analyse_all(
     on_result: Callable[[Any], None] | None = None,
     patches: int | None = None,
     threads: int = 1,
+    variant: str | None = None,
 ) -> None:
     work = todo.work
     is_new = {f.path for f in todo.new}
@@ -603,7 +608,7 @@ def _analyse_all(
     own = executor is None
     if own:
         n = min(workers or default_workers(), total)
-        executor = WorkerPool(n, initializer=init_worker, initargs=(model, threads),
+        executor = WorkerPool(n, initializer=init_worker, initargs=(model, threads, variant),
                               task_timeout_s=TASK_TIMEOUT_S)
         parallel = n
     else:

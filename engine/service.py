@@ -362,6 +362,7 @@ class Engine:
                 should_stop=job.cancel.is_set,
                 patches=patches,
                 on_plan=on_plan,
+                variant=str(self.settings.get("model_variant") or "auto"),
             )
             job.summary = summary.to_dict()
             job.state = "cancelled" if job.summary.get("cancelled") else "finished"

@@ -250,15 +250,26 @@ def _tensor_names(tflite_bytes: bytes) -> list[str]:
             for op in interp._get_ops_details() for i in op["outputs"]]
 
 
-def convert_variants(fn, calibration: np.ndarray) -> dict[str, bytes]:
+#: Which ops go int8, by name scope: the shipped choice and the alternatives the tool measured
+#: against it (``--compare-precision``).
+PRECISION_CHOICES = {
+    "front-end convolutions int8 (shipped)": ("heavy/",),
+    "+ mid-end convolutions int8": ("heavy/", "tail/midend/"),
+    "everything after the log-mel int8": ("heavy/", "tail/"),
+}
+SHIPPED_PRECISION = ("heavy/",)
+
+
+def convert_variants(fn, calibration: np.ndarray,
+                     int8_scopes: tuple[str, ...] = SHIPPED_PRECISION) -> dict[str, bytes]:
     """``{"fp32": bytes, "int8": bytes}``: the float model, and the model with every op under
-    the ``heavy/`` name scope quantised to int8 (the others denylisted, so they stay fp32),
-    calibrated on ``calibration`` one patch at a time."""
+    the ``int8_scopes`` name scopes (default: ``heavy/``) quantised to int8 (the others
+    denylisted, so they stay fp32), calibrated on ``calibration`` one patch at a time."""
     import tensorflow as tf
 
     concrete = fn.get_concrete_function()
     fp32 = tf.lite.TFLiteConverter.from_concrete_functions([concrete], fn).convert()
-    deny = [name for name in _tensor_names(fp32) if not name.startswith("heavy/")]
+    deny = [name for name in _tensor_names(fp32) if not name.startswith(int8_scopes)]
 
     def representative():
         for i in range(len(calibration)):
@@ -383,6 +394,63 @@ def fidelity(int8: bytes, fp32: bytes, held_out: list[np.ndarray]) -> dict[str, 
             "track_cosine_mean": round(float(np.mean(per_track)), 5),
             "track_cosine_min": round(float(np.min(per_track)), 5),
             "top5_tag_agreement": round(float(np.mean(top5)), 4)}
+
+
+def seconds_per_patch(tflite_bytes: bytes, rounds: int = 5, n: int = 20) -> float:
+    """Best-of-``rounds`` seconds per single-patch invoke, one thread (TensorFlow's interpreter
+    with XNNPACK, as LiteRT runs it)."""
+    import time
+
+    import tensorflow as tf
+
+    interp = tf.lite.Interpreter(model_content=tflite_bytes, num_threads=1)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], [1, PATCH_SAMPLES])
+    interp.allocate_tensors()
+    x = (0.1 * np.random.default_rng(0).standard_normal((1, PATCH_SAMPLES))).astype(np.float32)
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            interp.set_tensor(inp["index"], x)
+            interp.invoke()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best
+
+
+def compare_precision(calibration_dir: Path | None, every: int) -> list[dict]:
+    """Build every :data:`PRECISION_CHOICES` variant and print speed and fidelity side by side
+    (speed measured interleaved, so a change in machine load hits every variant alike)."""
+    from deejai.engine import audio
+
+    *_, net = load_network()
+    fe = rl.pcm_frontend(audio.mel_filters(SAMPLE_RATE, N_FFT, rl.N_MELS, 0.0, SAMPLE_RATE / 2))
+    if calibration_dir is not None:
+        calibration, held_out, _ = folder_sets(calibration_dir, every)
+    else:
+        calibration, held_out, _ = synthetic_sets()
+    fn = make_function(net, fe)
+    built = {label: convert_variants(fn, calibration, scopes)
+             for label, scopes in PRECISION_CHOICES.items()}
+    fp32 = next(iter(built.values()))["fp32"]
+    candidates = {"fp32 (no quantisation)": fp32, **{k: v["int8"] for k, v in built.items()}}
+    speed = {k: float("inf") for k in candidates}
+    for _ in range(3):
+        for label, data in candidates.items():
+            speed[label] = min(speed[label], seconds_per_patch(data, rounds=2))
+    rows = []
+    for label, data in candidates.items():
+        fid = fidelity(data, fp32, held_out)
+        rows.append({"ops_int8": label, "ms_per_patch": round(1000 * speed[label], 2), **fid})
+    print(f"\n{'int8 ops':<40} {'ms/patch':>9} {'track cos mean':>15} {'track cos min':>14} "
+          f"{'patch cos min':>14} {'top-5 tags':>11}")
+    for r in rows:
+        print(f"{r['ops_int8']:<40} {r['ms_per_patch']:9.2f} {r['track_cosine_mean']:15.5f} "
+              f"{r['track_cosine_min']:14.5f} {r['patch_cosine_min']:14.5f} "
+              f"{r['top5_tag_agreement']:11.3f}")
+    return rows
 
 
 def build(out_dir: Path, calibration_dir: Path | None, every: int) -> dict:
@@ -534,7 +602,13 @@ def main(argv: list[str] | None = None) -> int:
                         "for the fidelity figures (default 4)")
     parser.add_argument("--check", action="store_true",
                         help="build a second time into a temporary folder and compare the bytes")
+    parser.add_argument("--compare-precision", action="store_true",
+                        help="build the int8 choices of PRECISION_CHOICES, print their speed and "
+                        "fidelity to fp32 side by side, and write nothing")
     args = parser.parse_args(argv)
+    if args.compare_precision:
+        compare_precision(args.calibration, args.every)
+        return 0
     card = build(args.out, args.calibration, args.every)
     print(f"wrote {args.out}: {FILES['int8']} sha256={card['variants']['int8']['sha256']}, "
           f"{FILES['fp32']} sha256={card['variants']['fp32']['sha256']}")

@@ -342,7 +342,8 @@ def backbone_tail(tf, pooled, net: Relayout):
         acc = None
         for src, kernel in net.midend_kernels[i].items():
             src_t = tf.pad(feats[src], [[0, 0], [3, 3], [0, 0]])[:, :, None, :]  # (B,193,1,C)
-            y = tf.nn.conv2d(src_t, kernel, strides=1, padding="VALID")
+            with tf.name_scope("midend"):  # the mid-end convolutions (a quantisation choice)
+                y = tf.nn.conv2d(src_t, kernel, strides=1, padding="VALID")
             acc = y if acc is None else acc + y
         acc = tf.nn.bias_add(acc, net.midend_bias[i])[:, :, 0, :]  # (B, 187, 64)
         a, b = net.midend_bn[i]
