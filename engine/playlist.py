@@ -11,7 +11,7 @@ All distances are cosine distances ``1 - cos(u, v)`` between L2-normalised vecto
 :func:`radio`
     Deej-A.I.'s "make playlist" (teticio, ``Deej-A.I.`` ``make_playlist``): starting from the
     seeds, the next track is the nearest unused track to the sum of the last ``lookback``
-    tracks' vectors, optionally perturbed by Gaussian noise.
+    tracks' vectors; with noise, drawn among the nearest (see "Noise" below).
 :func:`join`
     Join the dots. Deej-A.I., AudioMuse-AI and lms interpolate points between the ends and snap
     each point greedily to the nearest free track. deejai interpolates on the sphere (slerp),
@@ -39,6 +39,23 @@ All distances are cosine distances ``1 - cos(u, v)`` between L2-normalised vecto
     deejai path is usually shorter than a greedy path's (``benchmarks/paths.py`` measures it).
     The weights were chosen with that benchmark on the 88-track test corpus and on synthetic
     clustered libraries.
+
+Noise
+    ``noise`` is a *temperature* over the choices, in units of the typical step of the
+    playlist itself (the mean step of the noise-0 path for a join, the best candidate's
+    distance for a radio step), so ``--noise 0.2`` means the same on a tight library of 80
+    tracks and on 100,000 tracks of every genre: choices that cost about a fifth of a step
+    more than the best become likely. It is applied with the Gumbel-max trick, as
+    perturb-and-MAP (Papandreou & Yuille, "Perturb-and-MAP random fields: using discrete
+    optimization to learn and sample from energy models", ICCV 2011): every candidate's cost
+    gets ``- T * g``, ``g ~ Gumbel(0, 1)``, and the search picks the cheapest as before. For
+    one choice (a radio step) that draws candidate ``j`` with probability proportional to
+    ``exp(-d_j / T)``. A join also keeps a quality budget: a noisy path whose mean step is
+    more than ``1 + noise / 2`` times the noise-0 path's is drawn again with half the
+    temperature (at most :data:`NOISE_ATTEMPTS` draws, then the noise-0 path), so noise 0.2
+    never makes the steps more than 10% longer. 0 is deterministic; 0.1-0.5 varies a
+    playlist; 1 and more wander. ``benchmarks/noise.py`` measures distinct paths per seed and
+    their mean step against noise 0.
 """
 from __future__ import annotations
 
@@ -60,7 +77,6 @@ __all__ = [
     "tag_point",
     "step_distances",
     "slerp",
-    "perturb",
     "DEFAULT_NEAR_DUPLICATE_EPS",
     "DEFAULT_K_CANDIDATES",
 ]
@@ -187,32 +203,24 @@ def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray | Sequence[float]) -> np.n
     return l2_normalise(np.sin((1 - t) * omega) / s * a + np.sin(t * omega) / s * b)
 
 
-def perturb(q: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """Add Gaussian noise of relative size ``noise`` to query vectors.
+#: Largest Gumbel draw a join uses (P(g > 3) is about 5%); see :func:`join`.
+GUMBEL_CLIP = 3.0
+#: Noisy draws a join tries before it falls back to the noise-0 path; each one after the
+#: first halves the temperature.
+NOISE_ATTEMPTS = 4
 
-    ``q' = q + noise * ||q|| * z / sqrt(d)`` with ``z ~ N(0, I_d)``, so the noise vector's
-    expected norm is about ``noise * ||q||`` whatever the dimension ``d``. (Deej-A.I. draws each
-    component with standard deviation ``noise * ||q||``; dividing by ``sqrt(d)`` makes the knob
-    independent of the model's dimension.)
 
-    Parameters
-    ----------
-    q : np.ndarray, float, shape (m, d) or (d,)
-    noise : float
-        Relative size; 0 returns ``q`` unchanged.
-    rng : np.random.Generator
-
-    Returns
-    -------
-    np.ndarray, float32, same shape as ``q``
-    """
-    q = np.asarray(q, dtype=np.float32)
-    if noise <= 0:
-        return q
-    d = q.shape[-1]
-    norm = np.linalg.norm(q, axis=-1, keepdims=True)
-    z = rng.standard_normal(q.shape).astype(np.float32)
-    return (q + noise * norm * z / np.sqrt(d)).astype(np.float32)
+def _mean_step(catalogue: Catalogue, rows: Sequence[int], transitions: bool) -> float:
+    """Mean cosine distance of a path's steps (rows), as :func:`step_distances` measures."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) < 2:
+        return 0.0
+    if transitions and catalogue.intro is not None and catalogue.outro is not None:
+        a, b = catalogue.outro[rows[:-1]], catalogue.intro[rows[1:]]
+    else:
+        a, b = catalogue.vectors[rows[:-1]], catalogue.vectors[rows[1:]]
+    d = 1.0 - np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
+    return float(np.maximum(d, 0.0).mean())
 
 
 def _check_library(catalogue: Catalogue) -> None:
@@ -378,10 +386,13 @@ def radio(
 ) -> list[int]:
     """Deej-A.I.'s "make playlist": keep going from the seeds to the nearest unused track.
 
-    The next track is the nearest track (inner product, i.e. cosine on unit vectors) to
-    ``q = sum of the vectors of the last lookback tracks``, after ``q`` is perturbed by
-    :func:`perturb` (``q + noise * ||q|| * z / sqrt(d)``, ``z ~ N(0, I)``), skipping tracks
-    already in the playlist, near-duplicates of them, and tracks that break ``constraints``.
+    The next track is the nearest track (cosine) to ``q = sum of the vectors of the last
+    lookback tracks``, skipping tracks already in the playlist, near-duplicates of them, and
+    tracks that break ``constraints``. With ``noise > 0`` the next track is drawn instead
+    among the eligible tracks of the nearest ``k`` (at least 16) with probability
+    proportional to ``exp(-(d - d_0) / T)``, ``d`` the cosine distance to ``q``, ``d_0`` the
+    nearest eligible track's and ``T = noise * d_0`` (the Gumbel-max trick; "Noise" in the
+    module docstring).
 
     Parameters
     ----------
@@ -395,7 +406,8 @@ def radio(
     lookback : int
         How many of the last tracks make the query (>= 1).
     noise : float
-        Relative size of the Gaussian noise added to each query; 0 is deterministic.
+        Temperature of the choice of each next track, in units of the step to the nearest
+        eligible track; 0 is deterministic.
     seed : int, optional
         Seed of the noise (``numpy.random.default_rng``); same seed, same playlist.
     constraints : Constraints, optional
@@ -440,13 +452,14 @@ def radio(
     k = min(n_total, max(16, 2 * n + 8))
     while len(path) < n:
         q = vectors[path[-lookback:]].sum(axis=0, keepdims=True)
-        q = perturb(q, noise, rng)
+        q_unit = l2_normalise(q)[0]
         prev_artist = str(catalogue.artist[path[-1]] or "").strip().casefold()
         chosen = None
         while chosen is None:
             rows = _search_rows(catalogue, index, q, k)[0]
             rows = rows[_static_ok(catalogue, rows, cons, excluded)]
             rows = rows[~np.isin(rows, np.fromiter(used, dtype=np.int64))]
+            eligible = []
             if len(rows):
                 sims = vectors[rows] @ vectors[path].T  # (c, len(path))
                 dup = (sims > limit).any(axis=1)
@@ -457,8 +470,17 @@ def radio(
                         str(catalogue.artist[r] or "").strip().casefold() == prev_artist
                     ):
                         continue
-                    chosen = int(r)
-                    break
+                    eligible.append(int(r))
+                    if noise == 0:
+                        break
+            if eligible:
+                if noise == 0:
+                    chosen = eligible[0]
+                else:
+                    el = np.asarray(eligible, dtype=np.int64)
+                    d = 1.0 - vectors[el].astype(np.float64) @ q_unit.astype(np.float64)
+                    temperature = float(noise) * max(float(d.min()), 1e-3)
+                    chosen = int(el[int(np.argmin(d - temperature * rng.gumbel(size=len(el))))])
             if chosen is None:
                 if k >= n_total:
                     raise PlaylistError(
@@ -492,8 +514,7 @@ def join(
     """Join the dots: the smoothest path through the waypoints, chosen as a whole.
 
     1. Between consecutive waypoints ``a`` and ``b``, ``n_between`` points ``p_j =
-       slerp(a, b, j / (n_between + 1))`` are laid on the great circle (:func:`slerp`); with
-       ``noise > 0`` each point is perturbed (:func:`perturb`) and renormalised.
+       slerp(a, b, j / (n_between + 1))`` are laid on the great circle (:func:`slerp`).
     2. The ``k_candidates`` nearest tracks to every point (and to every vector waypoint) come
        from ``index`` in one batched search; tracks that break a per-track constraint or
        duplicate a track waypoint are dropped.
@@ -502,6 +523,12 @@ def join(
        x distance to the points, ``PROGRESS_WEIGHT`` x moving away from the next waypoint),
        keeping for each position the best
        ``STATES_PER_TRACK`` paths ending at each candidate, at most ``BEAM_WIDTH`` in all.
+    4. With ``noise > 0``: after the noise-0 path, each candidate's cost at each position is
+       lowered by ``T * g``, ``g ~ Gumbel(0, 1)`` clipped at :data:`GUMBEL_CLIP`, ``T = noise
+       * s`` with ``s`` the noise-0 path's mean step (perturb-and-MAP), and the search runs
+       again; a result whose mean step exceeds ``(1 + noise / 2) * s`` is drawn again with
+       half the temperature, at most :data:`NOISE_ATTEMPTS` times, and then the noise-0 path
+       is returned.
        Each path carries its own tracks, so "no track twice", "no near-duplicate" and "no
        artist twice in a row" are checked exactly. When no path survives a position, the
        search starts again with twice the candidates and beam width (and ``beam // 16`` states
@@ -522,8 +549,9 @@ def join(
     n_between : int
         Tracks between each pair of consecutive waypoints (>= 0).
     noise : float
-        Relative size of the perturbation of the points; 0 gives the best path, larger values
-        a different good path per ``seed``.
+        Temperature of the path's choices in units of the noise-0 path's mean step ("Noise"
+        in the module docstring): 0 gives the best path, 0.1-0.5 a different good path per
+        ``seed`` whose mean step is at most ``1 + noise / 2`` times the best path's.
     seed : int, optional
         Seed of the noise; the same seed gives the same path.
     constraints : Constraints, optional
@@ -597,10 +625,7 @@ def join(
         target_of[pos] = w
         pos += 1
         if w + 1 < len(waypoints) and n_between:
-            seg = slerp(wp_vecs[w], wp_vecs[w + 1], t)
-            if noise > 0:
-                seg = l2_normalise(perturb(seg, noise, rng))
-            points[pos:pos + n_between] = seg
+            points[pos:pos + n_between] = slerp(wp_vecs[w], wp_vecs[w + 1], t)
             weight[pos:pos + n_between] = POINT_WEIGHT
             target_of[pos:pos + n_between] = w + 1
             pos += n_between
@@ -608,18 +633,36 @@ def join(
 
     k = min(n_total, max(int(k_candidates), n_between + 2))
     beam = BEAM_WIDTH
-    while True:
-        path = _beam_search(catalogue, index, cons, excluded, points, weight, fixed_at,
-                            target_of, wp_vecs, free_pos, fixed, k, beam, transitions)
-        if path is not None:
-            return [int(catalogue.ids[r]) for r in path]
-        if k >= min(n_total, MAX_K_CANDIDATES) and beam >= MAX_BEAM_WIDTH:
-            raise PlaylistError(
-                f"no path of {length} tracks meets the constraints in a library of {n_total} "
-                "tracks: ask for fewer tracks (-n), other waypoints, or relax the constraints"
-            )
-        k = min(n_total, 2 * k, MAX_K_CANDIDATES)
-        beam = min(2 * beam, MAX_BEAM_WIDTH)
+
+    def search(temperature: float) -> list[int]:
+        nonlocal k, beam
+        while True:
+            path = _beam_search(catalogue, index, cons, excluded, points, weight, fixed_at,
+                                target_of, wp_vecs, free_pos, fixed, k, beam, transitions,
+                                temperature, rng)
+            if path is not None:
+                return path
+            if k >= min(n_total, MAX_K_CANDIDATES) and beam >= MAX_BEAM_WIDTH:
+                raise PlaylistError(
+                    f"no path of {length} tracks meets the constraints in a library of "
+                    f"{n_total} tracks: ask for fewer tracks (-n), other waypoints, or relax the "
+                    "constraints"
+                )
+            k = min(n_total, 2 * k, MAX_K_CANDIDATES)
+            beam = min(2 * beam, MAX_BEAM_WIDTH)
+
+    best = search(0.0)
+    if noise > 0 and free_pos:
+        base = _mean_step(catalogue, best, transitions)
+        budget = (1.0 + noise / 2.0) * base + 1e-9
+        temperature = float(noise) * max(base, 1e-3)
+        for _ in range(NOISE_ATTEMPTS):
+            path = search(temperature)
+            if _mean_step(catalogue, path, transitions) <= budget:
+                best = path
+                break
+            temperature /= 2.0
+    return [int(catalogue.ids[r]) for r in best]
 
 
 def _beam_search(
@@ -637,8 +680,14 @@ def _beam_search(
     k: int,
     beam: int,
     transitions: bool,
+    temperature: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> list[int] | None:
-    """One beam search over the candidate lattice; the rows of the best path, or None."""
+    """One beam search over the candidate lattice; the rows of the best path, or None.
+
+    With ``temperature > 0`` every (free position, candidate) pair's cost gets
+    ``- temperature * g``, ``g ~ Gumbel(0, 1)`` drawn from ``rng`` (perturb-and-MAP).
+    """
     vectors = catalogue.vectors
     length = len(fixed_at)
     fixed_arr = np.asarray(fixed, dtype=np.int64)
@@ -667,6 +716,15 @@ def _beam_search(
     group = _duplicate_groups(vu, _hash_codes(catalogue, union), limit)
     artists = _artist_codes(catalogue, union)
     point_cos = np.einsum("ud,pd->pu", vu, points)  # (L, U)
+    unary = weight[:, None] * (1.0 - point_cos)  # (L, U): cost of a track at a position
+    if temperature > 0:
+        assert rng is not None
+        free = np.zeros(length, dtype=bool)
+        free[free_pos] = True
+        # Gumbel draws clipped at 3 (about their 95th percentile): a rare large draw must not
+        # pull a far track into a path whose steps are otherwise short
+        g = np.minimum(rng.gumbel(size=unary.shape), GUMBEL_CLIP)
+        unary = unary - free[:, None] * (temperature * g)
     target_cos = vu @ wp_vecs.T  # (U, W)
 
     # free candidates must not be a waypoint track or a copy of one
@@ -679,7 +737,7 @@ def _beam_search(
     c0 = cand_u[0]
     if len(c0) == 0:
         return None
-    cost = weight[0] * (1.0 - point_cos[0, c0])
+    cost = unary[0, c0]
     paths = c0[:, None]
     if len(c0) > beam:
         keep = np.argpartition(cost, beam - 1)[:beam]
@@ -694,7 +752,7 @@ def _beam_search(
         total = (
             cost[:, None]
             + _step_cost(step)
-            + (weight[i] * (1.0 - point_cos[i, c]))[None, :]
+            + unary[i, c][None, :]
             + PROGRESS_WEIGHT * np.maximum(0.0, tgt[prev][:, None] - tgt[c][None, :])
         )
         if fixed_at[i] is None:  # (S, K): a track already on the path, or a copy of one

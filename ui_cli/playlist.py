@@ -23,7 +23,9 @@ def _common_options(func: Any) -> Any:
     """Options shared by ``playlist`` and ``radio`` (applied bottom-up)."""
     options = [
         click.option("--noise", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
-                     help="0 gives the best path; larger values a different good one each time."),
+                     help="Variety: 0 gives the best playlist; 0.1-0.5 a different good one per "
+                          "--seed; 1 and more wander. In units of the library's typical step "
+                          "between neighbouring tracks, so it means the same on any library."),
         click.option("--seed", type=click.IntRange(min=0), default=None,
                      help="Seed of the noise: the same seed gives the same playlist."),
         click.option("--no-repeat-artist", is_flag=True,
