@@ -772,3 +772,97 @@ def test_gtk_menu_opens_and_its_scan_item_starts_a_scan(daemon, xsession, librar
         except subprocess.TimeoutExpired:
             tray.kill()
             tray.wait()
+
+
+XDOTOOL = shutil.which("xdotool")
+
+
+def _xdotool(session: XSession, *args: str) -> str:
+    return subprocess.run([XDOTOOL, *args], env=session.env, capture_output=True, text=True,
+                          timeout=30, check=True).stdout
+
+
+def _windows_named(session: XSession, name: str) -> list[str]:
+    """Visible windows whose name contains ``name`` (xdotool exits 1 when there is none)."""
+    out = subprocess.run([XDOTOOL, "search", "--onlyvisible", "--name", name], env=session.env,
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.split()
+
+
+@needs_x
+@pytest.mark.skipif(not XDOTOOL, reason="needs xdotool (apt-get install xdotool)")
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("tkinter"),
+                    reason="the xorg backend's menu needs tkinter")
+def test_xorg_clicks_open_the_menu_and_join_the_dots(daemon, xsession, library, tmp_path,
+                                                     deejai_home):
+    """Real clicks on the xorg icon, without PyGObject: a right click opens the Tk popup menu
+    (screenshot), choosing Join the dots… there asks for two tracks in a dialog, and the
+    playlist the daemon makes is the one `deejai playlist` makes for the same tracks; a left
+    click runs the default item (Join the dots… again)."""
+    daemon.client.scan(paths=[str(library)], workers=1)
+    _wait(lambda: daemon.client.scan_status()["state"] == "finished", 180, "the scan")
+    opener = Recorder(tmp_path)
+    settings = deejai_home / "config" / "settings.toml"
+    settings.write_text(settings.read_text() + "\n[tray]\njoin_with = \"dialog\"\n"
+                        f"join_length = 2\nopener = \"{opener.script}\"\n", encoding="utf-8")
+    ends = [str(library / "Artist 0" / "00 chord 0.mp3"), str(library / "Artist 1" /
+                                                               "05 chord 5.mp3")]
+    log = tmp_path / "tray.log"
+    tray = subprocess.Popen(_tray_cmd("--backend", "xorg"), env=xsession.env,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        def icon():
+            if tray.poll() is not None:
+                raise AssertionError(f"the tray exited: {log.read_text()}")
+            wins = [w for w in xsession.find("deejaiSystemTrayIcon")
+                    if w[1].startswith("deejai: idle: 6") and "trayer" in w[6]]
+            return wins[0] if wins else None
+
+        _, _, x, y, w, h, _ = _wait(icon, 60, "the docked idle icon")
+        cx, cy = x + w // 2, y + h // 2
+
+        def answer_dialog():
+            for end in ends:  # the dialog asks twice: from, then to
+                win = _wait(lambda: _windows_named(xsession, "join the dots"), 30,
+                            "the dialog")[0]
+                _xdotool(xsession, "windowfocus", "--sync", win)
+                time.sleep(0.3)
+                _xdotool(xsession, "type", "--delay", "5", end)
+                _xdotool(xsession, "key", "Return")
+                _wait(lambda: win not in _windows_named(xsession, "join the dots"), 30,
+                      "the dialog to close")
+
+        # right click: the menu, drawn by Tk, beside the icon
+        xsession.click(cx, cy, 3)
+        menu = _wait(lambda: [m for m in xsession.find("Menu") if m[4] > 50], 30, "the menu")[0]
+        time.sleep(0.5)
+        xsession.screenshot(tmp_path / "tray-xorg-menu.png", crop=(480 - 300, 0, 480, 280))
+        # keyboard traversal skips the greyed status line: Scan library now, Join the dots…
+        xsession.key("Down")
+        xsession.key("Down")
+        xsession.key("Return")
+        answer_dialog()
+        first = Path(opener.opened(1, 120)[0])
+        _wait(lambda: not [m for m in xsession.find("Menu") if m[4] > 50], 10, "the menu to close")
+
+        cli = subprocess.run([PY, "-m", "deejai.ui_cli.main", "playlist", "--from", ends[0],
+                              "--to", ends[1], "-n", "2", "--format", "m3u8"],
+                             capture_output=True, text=True, timeout=120, env=dict(os.environ))
+        assert cli.returncode == 0, cli.stderr
+        expected = [line for line in cli.stdout.splitlines() if line and not line.startswith("#")]
+        assert [str(p) for p in read_playlist_paths(first)] == expected
+        assert expected[0] == ends[0] and expected[-1] == ends[1] and len(expected) == 4
+
+        # left click: the default item, Join the dots… while the daemon runs
+        xsession.click(cx, cy, 1)
+        answer_dialog()
+        assert len(opener.opened(2, 120)) == 2
+        assert tray.poll() is None, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        tray.send_signal(signal.SIGTERM)
+        try:
+            tray.wait(15)
+        except subprocess.TimeoutExpired:
+            tray.kill()
+            tray.wait()

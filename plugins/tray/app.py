@@ -12,10 +12,12 @@ Everything the icon does is decided by the controller; this module only
   and the controller's state into the icon's picture and title, calling
   ``Icon.update_menu()`` when a daemon notification changes the state.
 
-pystray's ``xorg`` backend draws no menu: a left click runs the menu's default item
-(Join the dots… while the daemon runs, else Start daemon). The ``gtk`` and ``appindicator``
-backends show the whole menu; they need PyGObject (``pip install PyGObject``, which builds
-against the system's ``libgirepository1.0-dev`` and ``libcairo2-dev``) and a D-Bus session.
+pystray's ``xorg`` backend draws no menu of its own: there a left click runs the menu's
+default item (Join the dots… while the daemon runs, else Start daemon) and a right click opens
+the whole menu as a Tk popup (:mod:`deejai.plugins.tray.popup`). The ``gtk`` and
+``appindicator`` backends show pystray's menu; they need PyGObject (``pip install
+PyGObject``, which builds against the system's ``libgirepository1.0-dev`` and
+``libcairo2-dev``) and a D-Bus session.
 """
 from __future__ import annotations
 
@@ -140,16 +142,31 @@ def wait_for_system_tray(timeout_s: float) -> int:
         time.sleep(0.25)
 
 
+#: Seconds between two dock requests while the system tray has not embedded the icon.
+DOCK_RETRY_S = 0.5
+
+
 def _icon_class(pystray: Any) -> Any:
     """pystray's ``Icon``, mended for the ``xorg`` backend.
 
-    Two mends, both found under Xvfb with trayer:
+    Mends, all found under Xvfb with trayer:
 
-    * pystray's Xorg icon asks the system tray to dock it again on every picture change
-      (``_update_icon`` calls ``_assert_docked``). A tray that embeds with GtkSocket (trayer,
-      for one) then re-embeds the window at the 1x1 size it was created with, and the icon
-      disappears. While the icon is docked, the subclass only repaints; before that, or
-      after the tray went away, it does what pystray does.
+    * **Clicks.** pystray creates the icon window without ``ButtonPressMask``, so no click
+      ever reached it. The subclass selects button events: a left click runs the menu's
+      default item (pystray's activate), a right click calls ``on_menu(x, y)`` (the app opens
+      its Tk popup menu there, :mod:`deejai.plugins.tray.popup`).
+    * **Docking.** pystray sends one dock request and takes it as done. A request that
+      reaches the tray while it is still starting is lost, and the icon stays an undocked
+      1x1 window at 0,0 (3 starts in 10 under trayer). The subclass counts the icon docked
+      only when the tray has reparented the window (``ReparentNotify``, the XEMBED
+      embedding), sends the request again every :data:`DOCK_RETRY_S` seconds until then,
+      docks again at once when a new tray manager announces itself (the ``MANAGER`` client
+      message on the root window, System Tray Protocol Specification) and when the old
+      manager window is destroyed or the window is reparented back to the root.
+    * pystray asks the system tray to dock the icon again on every picture change
+      (``_update_icon`` calls ``_assert_docked``). A tray that embeds with GtkSocket
+      (trayer) then re-embeds the window at the 1x1 size it was created with and the icon
+      disappears. While the icon is docked, the subclass only repaints.
     * pystray starts the setup thread before its loop records ``_thread``, which the calls
       from other threads read; a setup that touches the icon early fails with an
       ``AttributeError``. The subclass records the thread first.
@@ -160,23 +177,119 @@ def _icon_class(pystray: Any) -> Any:
     base = pystray.Icon
     if backend_name(pystray) != "xorg":
         return base
+    import Xlib.X
+
+    xorg = sys.modules[base.__module__]
 
     class XorgIcon(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._docked = False
+            self._want_docked = False
+            self._loop_done = threading.Event()
+            #: ``on_menu(x, y)``: called on a right click with the pointer's root position.
+            self.on_menu: Any = None
+            super().__init__(*args, **kwargs)
+            display = self._display
+            with xorg.display_manager(display):
+                self._window.change_attributes(
+                    event_mask=Xlib.X.ExposureMask | Xlib.X.StructureNotifyMask
+                    | Xlib.X.ButtonPressMask | Xlib.X.ButtonReleaseMask)
+                self._root = display.screen().root
+                # MANAGER announcements of a new tray are sent to the root window with
+                # StructureNotifyMask
+                self._root.change_attributes(event_mask=Xlib.X.StructureNotifyMask)
+                self._manager_atom = display.intern_atom("MANAGER")
+                self._redock_atom = display.intern_atom("_DEEJAI_TRAY_REDOCK")
+            self._message_handlers[Xlib.X.ReparentNotify] = self._on_reparent
+            client_message = self._message_handlers[Xlib.X.ClientMessage]
+
+            def on_client_message(event: Any) -> None:
+                if event.client_type == self._redock_atom:
+                    self._request_dock()
+                elif event.client_type == self._manager_atom:
+                    if event.data[1][1] == self._net_system_tray_sx:
+                        self._docked = False
+                        self._request_dock()
+                else:
+                    client_message(event)
+
+            self._message_handlers[Xlib.X.ClientMessage] = on_client_message
+
+        # -- docking (loop thread)
+        def _request_dock(self) -> None:
+            if self._docked or not self._want_docked:
+                return
+            try:
+                with xorg.display_manager(self._display):
+                    self._dock_window()
+            except xorg.XError:  # the manager went away meanwhile: the next retry finds it
+                log.debug("dock request failed", exc_info=True)
+                self._systray_manager = None
+
+        def _on_reparent(self, event: Any) -> None:
+            if event.window.id != self._window.id:
+                return
+            self._docked = event.parent.id != self._root.id
+            log.debug("tray icon %s", "docked" if self._docked else "undocked")
+            if self._docked:
+                self._draw()
+            else:
+                self._request_dock()
+
+        def _on_destroy_notify(self, event: Any) -> None:
+            manager = self._systray_manager
+            if manager is None or event.window.id != manager.id:
+                return
+            self._systray_manager = None
+            self._docked = False
+            self._request_dock()
+
+        def _on_button_press(self, event: Any) -> None:
+            if event.detail == 1:
+                self()
+            elif event.detail == 3 and self.on_menu is not None:
+                self.on_menu(event.root_x, event.root_y)
+
+        def _show(self) -> None:
+            self._want_docked = True
+            self._request_dock()
+
+        def _hide(self) -> None:
+            self._want_docked = False
+            if self._systray_manager:
+                self._undock_window()
+            self._docked = False
+
+        def _retry_docking(self) -> None:
+            """Ask the loop thread to dock again, every DOCK_RETRY_S s while undocked."""
+            while not self._loop_done.wait(DOCK_RETRY_S):
+                if self._want_docked and not self._docked:
+                    try:
+                        self._send_message(self._window, self._redock_atom)
+                        self._display.flush()
+                    except Exception:  # the connection is closing
+                        return
+
         def _run(self) -> None:
             self._thread = threading.current_thread()
-            super()._run()
+            threading.Thread(target=self._retry_docking, name="deejai-tray-dock",
+                             daemon=True).start()
+            try:
+                super()._run()
+            finally:
+                self._loop_done.set()
 
         def _update_title(self) -> None:
             super()._update_title()
             self._display.sync()
 
         def _update_icon(self) -> None:
-            if getattr(self, "_systray_manager", None) is None or not hasattr(self, "_draw"):
-                super()._update_icon()
-            else:
-                self._icon_data = None
+            self._icon_data = None
+            if self._docked:
                 self._draw()
-                self._icon_valid = True
+            else:
+                self._request_dock()
+            self._icon_valid = True
             self._display.sync()
 
     XorgIcon.__name__ = XorgIcon.__qualname__ = "Icon"
@@ -243,6 +356,10 @@ class TrayApp:
 
         return handler
 
+    def _choose(self, entry: MenuEntry) -> Any:
+        """Run a popup menu's chosen entry on the controller's action thread."""
+        return self.controller.dispatch(entry.action) if entry.action is not None else None
+
     def build_menu(self) -> Any:
         """A dynamic ``pystray.Menu``: rebuilt from the controller on every ``update_menu()``."""
         return self.pystray.Menu(lambda: self.menu_items())
@@ -303,6 +420,13 @@ class TrayApp:
         self._picture = state.picture
         self.icon = _icon_class(self.pystray)("deejai", self._picture_for(state), state.title,
                                               self.build_menu())
+        if hasattr(self.icon, "on_menu"):  # the xorg backend: our own popup menu
+            from deejai.plugins.tray.popup import PopupMenus
+
+            self.icon.on_menu = PopupMenus(
+                self.controller.menu_entries, self._choose,
+                on_error=lambda message: self.notify("deejai", message),
+                display=os.environ.get("DISPLAY")).open
         try:
             self.icon.run(self._setup)
         except Exception as exc:
