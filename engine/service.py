@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, dict], None]
 
+#: File name, in the state folder, of the last playlist an engine made.
+LAST_PLAYLIST_NAME = "last-playlist.json"
+
 #: Seconds between two ``scan.progress`` events.
 PROGRESS_INTERVAL_S = 0.2
 
@@ -519,7 +522,8 @@ class Engine:
         params = {"waypoints": list(waypoints), "n": int(n), "noise": float(noise), "seed": seed,
                   "no_repeat_artist": bool(no_repeat_artist), "max_duration_s": max_duration_s,
                   "transitions": bool(transitions)}
-        return Playlist(self._entries(ids, dists), kind="join", params=params).to_dict()
+        return self._remember(Playlist(self._entries(ids, dists), kind="join",
+                                       params=params).to_dict())
 
     @exposed("playlist.radio", notes={"seeds": "≥ 1"}, result="a playlist")
     def radio(
@@ -569,7 +573,8 @@ class Engine:
         params = {"seeds": list(seeds), "n": int(n), "lookback": int(lookback),
                   "noise": float(noise), "seed": seed, "no_repeat_artist": bool(no_repeat_artist),
                   "max_duration_s": max_duration_s}
-        return Playlist(self._entries(ids, dists), kind="radio", params=params).to_dict()
+        return self._remember(Playlist(self._entries(ids, dists), kind="radio",
+                                       params=params).to_dict())
 
     @exposed("playlist.export", result='`{"format", "path"}` when written, '
              '`{"format", "content"}` otherwise')
@@ -667,6 +672,91 @@ class Engine:
         stats["library_file"] = str(self.paths.library_file)
         stats["scan"] = self.scan_status()
         return stats
+
+    # ------------------------------------------------------------------ map
+    @property
+    def last_playlist_file(self) -> Path:
+        """``<state dir>/last-playlist.json``: the newest playlist this engine made."""
+        return self.paths.state_dir / LAST_PLAYLIST_NAME
+
+    def _remember(self, playlist: dict[str, Any]) -> dict[str, Any]:
+        """Keep ``playlist`` as the last one made (what ``deejai map`` draws); returns it."""
+        import json
+
+        target = self.last_playlist_file
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f"{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(playlist), encoding="utf-8")
+            os.replace(tmp, target)
+        except OSError as exc:  # a read-only state folder costs only this
+            log.debug("cannot keep the last playlist in %s: %s", target, exc)
+        return playlist
+
+    @exposed("library.map", notes={"method": '"auto", "tsne" or "pca"'},
+             result='`{"revision", "model", "method", "count", "ids", "x", "y", "artist", '
+             '"title", "album", "tag"}`: one entry per track in each list')
+    def map(self, method: str = "auto") -> dict[str, Any]:
+        """The library map: a 2-D point per track (:mod:`deejai.engine.projection`).
+
+        Computed once per library revision (t-SNE where openTSNE is installed, else PCA) and
+        cached beside the database.
+
+        Parameters
+        ----------
+        method : {"auto", "tsne", "pca"}
+
+        Returns
+        -------
+        dict
+            ``{"revision", "model", "method", "count", "ids", "x", "y", "artist", "title",
+            "album", "tag"}``: the lists are aligned, one entry per track; ``x`` and ``y`` in
+            ``[-1, 1]``; ``tag`` is the track's most probable tag ("" without tags).
+
+        Raises
+        ------
+        LibraryEmptyError
+            Nothing is scanned yet.
+        PlaylistError
+            An unknown ``method``.
+        """
+        import numpy as np
+
+        from deejai.engine.projection import METHODS, library_map
+
+        if method not in METHODS:
+            raise PlaylistError(f"unknown map method {method!r}; known: {', '.join(METHODS)}")
+        catalogue, _ = self._catalogue_and_index()
+        lib = self._library()
+        with self._cache_lock:
+            cached = getattr(self, "_map_cache", None)
+            if cached is not None and cached[0] == (lib.revision, method):
+                return cached[1]
+        found = library_map(lib, self.model_name, catalogue, method=method)
+        records = {int(r["id"]): r for r in self._records()}
+        tags = [""] * len(catalogue)
+        if catalogue.tag_probs is not None and len(catalogue.tag_labels):
+            labels = [str(x) for x in catalogue.tag_labels]
+            tags = [labels[int(j)] for j in np.argmax(catalogue.tag_probs, axis=1)]
+        ids = [int(i) for i in found.ids]
+        rec = [records.get(i, {}) for i in ids]
+        result = {
+            "revision": found.revision,
+            "model": found.model,
+            "method": found.method,
+            "count": len(ids),
+            "ids": ids,
+            "x": [round(float(v), 5) for v in found.xy[:, 0]],
+            "y": [round(float(v), 5) for v in found.xy[:, 1]],
+            "artist": [str(r.get("artist") or "") for r in rec],
+            "title": [str(r.get("title") or "") or os.path.splitext(
+                os.path.basename(str(r.get("path") or "")))[0] for r in rec],
+            "album": [str(r.get("album") or "") for r in rec],
+            "tag": tags,
+        }
+        with self._cache_lock:
+            self._map_cache = ((lib.revision, method), result)
+        return result
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "stop": "daemon:stop",
     "plugins": "plugins:plugins",
     "config": "config:config",
+    "map": "map:map_command",
 }
 
 
