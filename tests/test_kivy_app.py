@@ -307,10 +307,123 @@ def _kill_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     out["connection_after_restart"] = app.connection
 
 
+def _tap(x: float, y: float) -> None:
+    """A real touch through Kivy's event loop (kivy.tests.common.UnitTestTouch)."""
+    from kivy.tests.common import UnitTestTouch
+
+    touch = UnitTestTouch(x, y)
+    touch.touch_down()
+    touch.touch_up()
+
+
+def _pinch(view: Any, factor: float) -> None:
+    """Two touches around the map's centre moving apart by ``factor``."""
+    from kivy.tests.common import UnitTestTouch
+
+    cx, cy = view.to_window(*view.center)
+    a, b = UnitTestTouch(cx - 40, cy), UnitTestTouch(cx + 40, cy)
+    a.touch_down()
+    b.touch_down()
+    for step in range(1, 9):
+        d = 40 * (1 + (factor - 1) * step / 8)
+        a.touch_move(cx - d, cy)
+        b.touch_move(cx + d, cy)
+    b.touch_up()
+    a.touch_up()
+
+
+def _drag(view: Any, dx: float, dy: float) -> None:
+    from kivy.tests.common import UnitTestTouch
+
+    cx, cy = view.to_window(*view.center)
+    t = UnitTestTouch(cx, cy)
+    t.touch_down()
+    for step in range(1, 9):
+        t.touch_move(cx + dx * step / 8, cy + dy * step / 8)
+    t.touch_up()
+
+
+def _tour_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
+    """Every screen of an already scanned library, with real taps on the map."""
+    shots, prefix = Path(opts.shots), opts.prefix
+    library = app.root.ids.library
+    yield _wait(lambda: app.connected, "the engine to be reachable", 90)
+    library.refresh()
+    yield _wait(lambda: library.tracks not in ("-", "0"), "the track count", 60)
+    yield 0.5
+    _shot(app, shots, f"{prefix}library", out)
+
+    app.go("map")
+    screen = app.root.ids.map
+    view = screen.ids.view
+    yield _wait(lambda: len(view.xy) > 0, "the map's dots", 120)
+    yield 0.6
+    _shot(app, shots, f"{prefix}map", out)
+    ids = [int(i) for i in screen.points["ids"]]
+    titles = screen.points["title"]
+    xs = screen.points["x"]
+    a, b = ids[xs.index(min(xs))], ids[xs.index(max(xs))]  # the two ends of the map
+    join = app.root.ids.join
+    _set_slider(join.ids.n_slider, 4)  # the map joins with the Join screen's settings
+    _set_slider(join.ids.noise_slider, 0)
+    for track in (a, b):
+        _tap(*view.dot_window_pos(track))
+        yield 0.3
+    yield _wait(lambda: view.path and not screen.busy, "the path between two tapped dots", 120)
+    yield 0.5
+    out["map_join"] = {"ends": [a, b], "selection": list(view.selection), "path": list(view.path),
+                       "params": dict(app.root.ids.playlist.playlist.get("params", {})),
+                       "playlist_ids": app.root.ids.playlist.shown_ids(), "info": screen.info}
+    _shot(app, shots, f"{prefix}map-path", out)
+
+    zoom, centre = float(view.zoom), [float(c) for c in view.centre]
+    _pinch(view, 1.8)
+    yield 0.3
+    out["pinch"] = {"before": zoom, "after": float(view.zoom)}
+    _drag(view, 60, -40)
+    yield 0.3
+    out["drag"] = {"before": centre, "after": [float(c) for c in view.centre]}
+    _shot(app, shots, f"{prefix}map-zoomed", out)
+    view.fit()
+
+    app.go("playlist")
+    yield 0.6
+    _shot(app, shots, f"{prefix}playlist", out)
+
+    app.go("join")
+    yield 0.6
+    yield from _pick(join.ids.from_track, titles[ids.index(a)], titles[ids.index(a)])
+    yield from _pick(join.ids.to_track, titles[ids.index(b)], titles[ids.index(b)])
+    yield 0.3
+    _shot(app, shots, f"{prefix}join", out)
+
+    app.go("radio")
+    radio = app.root.ids.radio
+    yield 0.6
+    yield from _pick(radio.ids.seed_track, titles[ids.index(a)], titles[ids.index(a)])
+    _set_slider(radio.ids.n_slider, 8)
+    yield 0.3
+    _shot(app, shots, f"{prefix}radio", out)
+
+    app.go("map")
+    yield 0.6
+    screen.clear()
+    _tap(*view.dot_window_pos(b))
+    yield 0.3
+    _press(screen.ids.radio_button)
+    yield _wait(lambda: view.path and not screen.busy, "the radio walk from a dot", 120)
+    yield 0.5
+    out["map_radio"] = {"seed": b, "path": list(view.path),
+                        "params": dict(app.root.ids.playlist.playlist.get("params", {}))}
+    _shot(app, shots, f"{prefix}map-radio", out)
+
+
 def driver_main(argv: list[str] | None = None) -> int:
     """Run one scenario of the app and write what it showed to ``--out``."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", choices=("full", "kill"), required=True)
+    parser.add_argument("--scenario", choices=("full", "kill", "tour"), required=True)
+    parser.add_argument("--size", default=WINDOW)
+    parser.add_argument("--prefix", default="")
     parser.add_argument("--out", required=True)
     parser.add_argument("--shots", required=True)
     parser.add_argument("--lib", default="")
@@ -322,7 +435,7 @@ def driver_main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     from deejai.ui_kivy.app import build_app, parse_args
 
-    app_args = ["--size", WINDOW]
+    app_args = ["--size", opts.size]
     if opts.embedded:
         app_args.append("--embedded")
     if opts.socket:
@@ -331,7 +444,7 @@ def driver_main(argv: list[str] | None = None) -> int:
         app_args.append("--no-start-daemon")
     app = build_app(parse_args(app_args))
     out: dict[str, Any] = {"scenario": opts.scenario, "embedded": opts.embedded}
-    flow = _full_flow if opts.scenario == "full" else _kill_flow
+    flow = {"full": _full_flow, "kill": _kill_flow, "tour": _tour_flow}[opts.scenario]
     from kivy.clock import Clock
 
     Clock.schedule_once(
@@ -445,7 +558,7 @@ def _publish(shots: Path) -> None:
         shutil.copy2(png, dest / f"kivy-{png.name}")
 
 
-def _check_png(path: str) -> None:
+def _check_png(path: str, size: str = WINDOW) -> None:
     """A real PNG of the window's size that is not blank (stdlib only: header and pixels)."""
     import struct
     import zlib
@@ -453,7 +566,7 @@ def _check_png(path: str) -> None:
     data = Path(path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     width, height = struct.unpack(">II", data[16:24])
-    assert (width, height) == tuple(int(v) for v in WINDOW.split("x")), (path, width, height)
+    assert (width, height) == tuple(int(v) for v in size.split("x")), (path, width, height)
     idat, pos = b"", 8
     while pos < len(data):
         (length,) = struct.unpack(">I", data[pos:pos + 4])
@@ -618,3 +731,54 @@ def test_daemon_killed_mid_use(app_env, tmp_path, library_dir):
                     pass
         if restarted:
             _wait_gone(restarted)
+
+
+@pytest.fixture
+def scanned_library(app_env, library_dir) -> Path:
+    """The generated library, scanned by the real engine in this test's DEEJAI_HOME."""
+    from deejai.engine.service import Engine
+
+    with Engine() as engine:
+        state = engine.wait_scan(engine.scan(paths=[str(library_dir)], workers=1)["job"],
+                                 timeout=300)
+        assert state["state"] == "finished", state
+    return library_dir
+
+
+@pytest.mark.parametrize("size,prefix", [("480x800", "phone-"), ("1024x700", "desktop-")])
+def test_every_screen_and_the_map_with_real_taps(app_env, tmp_path, scanned_library, size,
+                                                 prefix):
+    """Every screen at a phone and a desktop size; on the map, two real taps make the same
+    playlist as `deejai playlist` for the same tracks, a pinch zooms, a drag pans, and a radio
+    from a dot draws the walk the engine makes."""
+    from deejai.engine.service import Engine
+
+    result = _drive(app_env, tmp_path, "--scenario", "tour", "--embedded", "--size", size,
+                    "--prefix", prefix)
+    join = result["map_join"]
+    a, b = join["ends"]
+    assert join["selection"] == [a, b]
+    assert join["params"]["waypoints"] == [a, b] and join["params"]["n"] == 4
+    assert join["path"] == join["playlist_ids"]  # the path drawn is the playlist shown
+    assert join["path"][0] == a and join["path"][-1] == b and len(join["path"]) == 6
+    cli = subprocess.run([sys.executable, "-m", "deejai.ui_cli.main", "playlist", "--from",
+                          f"#{a}", "--to", f"#{b}", "-n", "4", "--format", "json"],
+                         env=dict(app_env, DEEJAI_NO_DAEMON="1"), capture_output=True, text=True,
+                         timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert [e["id"] for e in json.loads(cli.stdout)["entries"]] == join["path"]
+    assert "6 tracks" in join["info"]
+
+    assert result["pinch"]["after"] > 1.5 * result["pinch"]["before"]
+    assert result["drag"]["after"] != result["drag"]["before"]
+
+    radio = result["map_radio"]
+    assert radio["params"]["seeds"] == [radio["seed"]] and radio["params"]["n"] == 8
+    with Engine() as engine:
+        expected = engine.radio(**radio["params"])
+    assert radio["path"] == [e["id"] for e in expected["entries"]]
+    names = {Path(s).stem for s in result["screenshots"]}
+    assert {f"{prefix}{n}" for n in ("library", "map", "map-path", "map-zoomed", "playlist",
+                                     "join", "radio", "map-radio")} <= names
+    for shot in result["screenshots"]:
+        _check_png(shot, size)

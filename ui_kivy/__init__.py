@@ -1,6 +1,6 @@
 """The Kivy front end (desktop and phone). Install with ``pip install "deejai[kivy]"``.
 
-Run it with ``deejai-kivy`` (``python -m deejai.ui_kivy.app``). Four screens, each a Python
+Run it with ``deejai-kivy`` (``python -m deejai.ui_kivy.app``). Five screens, each a Python
 module with its kv file beside it:
 
 =============  ========================  ==================================================
@@ -9,9 +9,12 @@ screen         module / kv               what it does
 Library        ``library`` / .kv         tracks, hours, errors; Scan with a live progress
                                          bar, rate and ETA from ``scan.progress`` events
 Join the dots  ``join`` / .kv            from / via / to with search-as-you-type, tracks
-                                         between, "Drunk" (noise); ``Engine.join``
-Radio          ``join`` / .kv            seed, length, "Keep on" (lookback), "Drunk";
-                                         ``Engine.radio``
+                                         between, "Variety" (noise); ``Engine.join``
+Radio          ``join`` / .kv            seed, "Radio length", "Like the last" (lookback),
+                                         "Variety"; ``Engine.radio``
+Map            ``mapscreen`` / map.kv,   every track a dot (``Engine.map``); pan, pinch-zoom;
+               ``mapview``               tap dots to join them, radio from a dot, the path
+                                         drawn on the map and shown as the playlist
 Playlist       ``playlist`` / .kv        entries with a bar per step distance; play/skip
                                          (``player``: Kivy's SoundLoader); save as M3U8;
                                          send to a sink plugin (MPD)

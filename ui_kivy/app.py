@@ -1,6 +1,6 @@
 """The deejai Kivy app: ``deejai-kivy [--embedded] [--socket PATH] [--screen join]``.
 
-Four screens (Library, Join the dots, Radio, Playlist) over one :class:`Backend`: the daemon
+Five screens (Library, Join the dots, Radio, Map, Playlist) over one :class:`Backend`: the daemon
 on desktop (started as a child process when none answers), an in-process Engine with
 ``--embedded`` and always on Android/iOS. Engine calls run on worker threads; their results and
 the engine's events come back to the UI thread through ``@mainthread``. An error is a line in
@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-start-daemon", dest="start_daemon", action="store_false",
                         help="do not start `deejai serve` when no daemon answers")
     parser.add_argument("--music", default=None, help="folder proposed in the Library screen")
-    parser.add_argument("--screen", default="library", choices=("library", "join", "radio"),
+    parser.add_argument("--screen", default="library", choices=("library", "join", "radio", "map"),
                         help="the screen to open on (the tray's Join the dots... opens 'join')")
     parser.add_argument("--size", default=None, metavar="WxH", help="window size, e.g. 480x800")
     parser.add_argument("--debug", action="store_true", help="log engine calls")
@@ -69,7 +69,7 @@ def build_app(args: argparse.Namespace) -> Any:
     from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
 
     from deejai.engine.errors import DeejaiError
-    from deejai.ui_kivy import join, library, playlist, widgets  # noqa: F401  (kv rules)
+    from deejai.ui_kivy import join, library, mapscreen, playlist, widgets  # noqa: F401  (kv rules)
     from deejai.ui_kivy.backend import Backend
     from deejai.ui_kivy.viewmodel import contract_home
 
@@ -129,11 +129,14 @@ def build_app(args: argparse.Namespace) -> Any:
             return True
 
         def _on_keyboard(self, _window: Any, key: int, *_: Any) -> bool:
-            """Escape / Android's back button: back to the Library screen, not out of the app."""
-            if key == 27 and self.root.ids.screens.current != "library":
+            """Escape / Android's back button: back to the Library screen; there, close the app."""
+            if key != 27:
+                return False
+            if self.root.ids.screens.current != "library":
                 self.go("library")
-                return True
-            return False
+            else:
+                self.stop()
+            return True
 
         def _ask_android_permissions(self) -> None:  # pragma: no cover - Android only
             try:
@@ -230,9 +233,9 @@ def build_app(args: argparse.Namespace) -> Any:
             self.go("playlist")
 
         def go(self, name: str) -> None:
-            """Switch to screen ``name`` (library, join, radio, playlist)."""
+            """Switch to screen ``name`` (library, join, radio, map, playlist)."""
             self.root.ids.screens.current = name
-            for key in ("library", "join", "radio", "playlist"):
+            for key in ("library", "join", "radio", "map", "playlist"):
                 self.root.ids[f"nav_{key}"].state = "down" if key == name else "normal"
 
         def music_hint(self) -> str:

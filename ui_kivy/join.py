@@ -44,7 +44,7 @@ class _MakeScreen(Screen):
 
 
 class JoinScreen(_MakeScreen):
-    """From, to and an optional via track; tracks between; "Drunk" (noise); Make.
+    """From, to and an optional via track; tracks between; "Variety" (noise); Make.
 
     Sends ``Engine.join(waypoints=[from, (via,) to], n=..., noise=..., seed=...)``.
     """
@@ -68,7 +68,7 @@ class JoinScreen(_MakeScreen):
 
 
 class RadioScreen(_MakeScreen):
-    """A seed track; length; "Keep on" (lookback); "Drunk" (noise); Make.
+    """A seed track; "Radio length"; "Like the last" N tracks (lookback); "Variety" (noise); Make.
 
     Sends ``Engine.radio(seeds=[seed], n=..., lookback=..., noise=..., seed=...)``.
     """
