@@ -1,15 +1,19 @@
 """A widget that draws the library map: thousands of dots, panned and pinch-zoomed, tapped.
 
-Drawing (what keeps 20,000 dots smooth on a phone):
+Drawing (what keeps 20,000 dots smooth on a phone-sized window):
 
-* the dots are textured quads (a round dot texture, anti-aliased) in a few ``Mesh``
-  instructions, one per colour group and per 16,000 dots (a Mesh's indices are 16-bit), in
-  *map* coordinates under one ``Translate`` + ``Scale``: panning and zooming change two
-  matrix instructions and nothing else, so a frame costs the GPU's time, not Python's;
-* the quads' size is in map units, so they are rebuilt (NumPy) only when the zoom has moved
-  more than :data:`RESIZE_RATIO` from the size they were built for, or a gesture ends;
+* the dots are textured quads (a round, anti-aliased dot texture) in a few ``Mesh``
+  instructions, one per colour group and per 16,000 dots (a Mesh's indices are 16-bit), drawn
+  into an offscreen ``Fbo`` that covers the widget and a margin of :data:`MARGIN` around it;
+* a frame draws that Fbo's texture as one rectangle under one ``Translate`` + ``Scale``, so
+  panning and pinch-zooming cost one textured quad whatever the number of dots;
+* the Fbo is drawn again (the dots rebuilt at the new zoom, NumPy) only when a gesture ends,
+  or when the view has left the margin or zoomed more than :data:`RESIZE_RATIO` away from
+  the picture, at most once a frame;
 * the overlay (the path, the chosen waypoints and their numbers) is a handful of points in
-  window coordinates, redrawn after each move.
+  widget coordinates, redrawn after each move.
+
+``benchmarks/map_frames.py`` measures the frame time.
 
 Touch: one finger (or the mouse) pans; two fingers pinch-zoom around their midpoint; the mouse
 wheel zooms at the pointer; a touch that does not move (:data:`TAP_SLOP_PX`) is a tap on the
@@ -24,8 +28,11 @@ import numpy as np
 from kivy.clock import Clock
 from kivy.core.text import Label as CoreLabel
 from kivy.graphics import (
+    ClearBuffers,
+    ClearColor,
     Color,
     Ellipse,
+    Fbo,
     InstructionGroup,
     Line,
     Mesh,
@@ -44,8 +51,12 @@ __all__ = ["MapView", "PALETTE", "colour_groups", "RESIZE_RATIO", "TAP_SLOP_PX",
 
 #: Dots per Mesh: 4 vertices each, and a Mesh's indices are unsigned 16-bit.
 DOTS_PER_MESH = 16_000
-#: Rebuild the dot quads when the zoom is this factor away from the size they were built for.
+#: Draw the dots again when the zoom is this factor away from the picture's.
 RESIZE_RATIO = 1.25
+#: The offscreen picture covers the widget plus this share of its size on each side.
+MARGIN = 0.25
+#: The map's background colour.
+BACKGROUND = (0.07, 0.08, 0.10, 1)
 #: A touch that moves less than this (pixels) is a tap.
 TAP_SLOP_PX = 12
 #: A tap picks the nearest dot within this distance.
@@ -147,17 +158,27 @@ class MapView(StencilView):
         self._touches: dict[Any, tuple[float, float]] = {}
         self._moved: dict[Any, float] = {}
         self._gesture = False
+        self._picture = (0.0, np.zeros(2), (0, 0))  # zoom, centre, widget size drawn for
+        self._fbo = Fbo(size=(16, 16))
+        with self._fbo:
+            ClearColor(*BACKGROUND)
+            ClearBuffers()
+            self._fbo_translate = Translate(0, 0)
+            self._fbo_scale = Scale(1, 1, 1)
+            self._dots = InstructionGroup()
         with self.canvas:  # clipped to the widget by StencilView
-            Color(0.07, 0.08, 0.10, 1)
+            Color(*BACKGROUND)
             self._bg = Rectangle(pos=self.pos, size=self.size)
             PushMatrix()
             self._translate = Translate(0, 0)
             self._scale = Scale(1, 1, 1)
-            self._dots = InstructionGroup()
+            Color(1, 1, 1, 1)
+            self._image = Rectangle(texture=self._fbo.texture, pos=(0, 0), size=(16, 16))
             PopMatrix()
             self._overlay = InstructionGroup()
+        self.canvas.before.add(self._fbo)
         self._redraw_overlay = Clock.create_trigger(lambda dt: self._draw_overlay(), -1)
-        self._rebuild = Clock.create_trigger(lambda dt: self._build_dots(), -1)
+        self._redraw_dots = Clock.create_trigger(lambda dt: self._draw_picture(), -1)
         self.bind(pos=self._layout, size=self._layout, selection=self._redraw_overlay,
                   path=self._redraw_overlay, pending=self._redraw_overlay)
 
@@ -175,7 +196,7 @@ class MapView(StencilView):
         self._built_zoom = 0.0
         if not self._user_moved:
             self.fit()
-        self._build_dots()
+        self._draw_picture()
         self._redraw_overlay()
 
     def fit(self) -> None:
@@ -216,16 +237,45 @@ class MapView(StencilView):
         self._apply_transform()
 
     def _apply_transform(self) -> None:
+        """Place the picture for the current zoom and centre; ask for a new one when needed."""
         z = float(self.zoom)
+        z0, c0, size0 = self._picture
         cx, cy = self.center
-        self._scale.x = self._scale.y = z
-        self._translate.x = cx - self.centre[0] * z
-        self._translate.y = cy - self.centre[1] * z
-        if self._built_zoom and not self._gesture:
-            ratio = z / self._built_zoom
-            if ratio > RESIZE_RATIO or ratio < 1 / RESIZE_RATIO:
-                self._rebuild()
+        if z0 > 0:
+            # picture pixel f shows map point c0 + (f - half) / z0; on screen it goes to
+            # centre + (c0 - c) * z + (f - half) * z / z0
+            w0, h0 = self._fbo.size
+            k = z / z0
+            self._scale.x = self._scale.y = k
+            self._translate.x = cx + (c0[0] - self.centre[0]) * z - w0 / 2 * k
+            self._translate.y = cy + (c0[1] - self.centre[1]) * z - h0 / 2 * k
+            off = np.abs(self.centre - c0) * z
+            outside = (off[0] > MARGIN * self.width or off[1] > MARGIN * self.height
+                       or tuple(size0) != (int(self.width), int(self.height)))
+            if not self._gesture and (outside or k > RESIZE_RATIO or k < 1 / RESIZE_RATIO):
+                self._redraw_dots()
+            elif outside and (k > RESIZE_RATIO ** 2 or k < RESIZE_RATIO ** -2 or
+                              off[0] > 2 * MARGIN * self.width or off[1] > 2 * MARGIN * self.height):
+                self._redraw_dots()  # mid-gesture, but the picture no longer covers the view
         self._redraw_overlay()
+
+    def _draw_picture(self) -> None:
+        """Draw the dots into the offscreen picture for the current zoom and centre."""
+        w, h = max(1, int(self.width)), max(1, int(self.height))
+        fw, fh = int(w * (1 + 2 * MARGIN)), int(h * (1 + 2 * MARGIN))
+        if tuple(self._fbo.size) != (fw, fh):
+            self._fbo.size = (fw, fh)
+            self._image.texture = self._fbo.texture
+        self._image.size = (fw, fh)
+        z = float(self.zoom)
+        self._fbo_scale.x = self._fbo_scale.y = z
+        self._fbo_translate.x = fw / 2 - self.centre[0] * z
+        self._fbo_translate.y = fh / 2 - self.centre[1] * z
+        if z != self._built_zoom:
+            self._build_dots()
+        self._picture = (z, self.centre.copy(), (w, h))
+        self._fbo.ask_update()
+        self._apply_transform()
 
     def _build_dots(self) -> None:
         self._dots.clear()
