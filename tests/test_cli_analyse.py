@@ -102,3 +102,30 @@ def test_a_missing_model_is_one_line(files, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("deejai: error:") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _analyse_process(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deejai.ui_cli.main", *args], capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, COLUMNS="80"))
+
+
+def test_a_decoders_own_notes_stay_out_of_the_clean_error(tmp_path):
+    """A file that makes libmpg123 print "Note: Illegal Audio-MPEG-Header ..." on its own fd 2:
+    the person sees deejai's one line; --debug also shows the decoder's notes."""
+    junk = tmp_path / "zeros.mp3"
+    junk.write_bytes(b"\x00" * 20000)
+    quiet = _analyse_process("analyse", str(junk))
+    assert quiet.returncode == 1
+    assert quiet.stderr.splitlines() == [
+        f"deejai: error: {junk}: not an audio file, or a format no decoder here reads"]
+    loud = _analyse_process("--debug", "analyse", str(junk))
+    assert "Illegal Audio-MPEG-Header" in loud.stderr  # the notes exist; --debug shows them
+
+
+def test_long_tag_lines_are_not_cut_at_80_columns(tmp_path):
+    long_title = "A Title Long Enough To Go Past Eighty Columns On Any Terminal, Surely By Now"
+    song = write_mp3(tmp_path / "long.mp3", seconds=7.0, kind="chord", seed=8,
+                     tags={"artist": "An Artist With A Long Name", "title": long_title})
+    res = _analyse_process("analyse", str(song))
+    assert res.returncode == 0, res.stderr
+    assert f"An Artist With A Long Name - {long_title}" in res.stdout.splitlines()[1]

@@ -782,3 +782,44 @@ def test_every_screen_and_the_map_with_real_taps(app_env, tmp_path, scanned_libr
                                      "join", "radio", "map-radio")} <= names
     for shot in result["screenshots"]:
         _check_png(shot, size)
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="needs xdotool (apt-get install xdotool)")
+def test_app_starts_quietly_and_escape_on_the_library_closes_it(app_env, tmp_path):
+    """`deejai-kivy` as a person starts it: nothing on the console (Kivy's log goes through
+    Python's logging once, its harmless warnings only with --verbose), and Escape on the
+    Library screen closes the window; with --verbose the log lines appear, each once."""
+    env = dict(app_env)
+    env.pop("KIVY_NO_CONSOLELOG", None)
+    env.pop("KIVY_NO_FILELOG", None)
+    (tmp_path / "home").mkdir(exist_ok=True)
+
+    def run(*extra: str) -> tuple[int, str]:
+        proc = subprocess.Popen([sys.executable, "-m", "deejai.ui_kivy.app", "--embedded",
+                                 "--size", "480x800", *extra], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            wins: list[str] = []
+            while not wins and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.3)
+                wins = subprocess.run(["xdotool", "search", "--pid", str(proc.pid)], env=env,
+                                      capture_output=True, text=True).stdout.split()
+            assert wins, "the app's window never appeared"
+            time.sleep(1.5)
+            subprocess.run(["xdotool", "windowfocus", "--sync", wins[0]], env=env, timeout=10)
+            subprocess.run(["xdotool", "key", "--window", wins[0], "Escape"], env=env, timeout=10)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return proc.returncode, out
+
+    rc, out = run()
+    assert rc == 0 and out.strip() == "", out
+    rc, out = run("--verbose")
+    lines = out.strip().splitlines()
+    assert rc == 0 and any("Kivy: v" in line for line in lines), out
+    assert len(lines) == len(set(lines)), "a log line appears twice"
+    assert "Traceback" not in out

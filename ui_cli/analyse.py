@@ -63,13 +63,17 @@ def analyse(
     if not as_json:
         from rich.console import Console
 
-        out_console = Console(highlight=False)
+        out_console = Console(highlight=False, soft_wrap=True)  # long tag lines are not cut
 
+    from deejai.ui_cli.common import native_stderr_captured
+
+    debug = bool((ctx.find_root().obj or {}).get("debug"))
     results: list[dict] = []
     failed = 0
     for path in files:
         try:
-            a = run_analysis(path, model, k=k)
+            with native_stderr_captured(show=debug):  # the decoders' own notes: --debug only
+                a = run_analysis(path, model, k=k)
         except DeejaiError as exc:
             failed += 1
             click.echo(f"deejai: error: {exc}", err=True)

@@ -9,7 +9,8 @@ import click
 
 from deejai.engine.units import format_duration  # noqa: F401  (the CLI's commands use it)
 
-__all__ = ["get_engine", "uses_daemon", "console", "err_console", "echo_json", "format_duration"]
+__all__ = ["get_engine", "uses_daemon", "console", "err_console", "echo_json", "format_duration",
+           "native_stderr_captured"]
 
 
 def get_engine(ctx: click.Context, *, prefer_daemon: bool = True) -> Any:
@@ -62,3 +63,46 @@ def echo_json(data: Any) -> None:
     """Print ``data`` as one JSON document on stdout."""
     click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     sys.stdout.flush()
+
+
+class native_stderr_captured:
+    """Collect what C libraries write to file descriptor 2 while the block runs.
+
+    Decoders print notes of their own (libmpg123 inside libsndfile: "Note: Illegal
+    Audio-MPEG-Header ... Trying to resync...") before deejai's clean one-line error. The
+    block's fd 2 goes to a temporary file; afterwards the text is in :attr:`text`, and
+    written to stderr when ``show`` is true (``--debug``). Python's own ``sys.stderr`` is
+    flushed around the block.
+    """
+
+    def __init__(self, show: bool = False) -> None:
+        self.show = show
+        self.text = ""
+
+    def __enter__(self) -> "native_stderr_captured":
+        import os
+        import tempfile
+
+        sys.stderr.flush()
+        self._tmp = tempfile.TemporaryFile()
+        try:
+            self._saved = os.dup(2)
+        except OSError:  # no fd 2 (a GUI launcher): nothing to capture
+            self._saved = None
+            return self
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import os
+
+        sys.stderr.flush()
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        self._tmp.seek(0)
+        self.text = self._tmp.read().decode("utf-8", "replace")
+        self._tmp.close()
+        if self.show and self.text:
+            sys.stderr.write(self.text)
+            sys.stderr.flush()

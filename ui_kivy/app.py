@@ -36,7 +36,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--screen", default="library", choices=("library", "join", "radio", "map"),
                         help="the screen to open on (the tray's Join the dots... opens 'join')")
     parser.add_argument("--size", default=None, metavar="WxH", help="window size, e.g. 480x800")
-    parser.add_argument("--debug", action="store_true", help="log engine calls")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show Kivy's and deejai's informational log lines")
+    parser.add_argument("--debug", action="store_true",
+                        help="log engine calls and everything --verbose shows")
     return parser.parse_args(list(argv) if argv is not None else None)
 
 
@@ -250,10 +253,51 @@ def build_app(args: argparse.Namespace) -> Any:
     return DeejaiApp()
 
 
+#: Kivy log lines that say nothing a person can act on; shown with ``--verbose`` only.
+#: ("Cutbuffer": no xclip/xsel, so no middle-click paste from other programs; "Config": the
+#: first start writes Kivy's configuration file.)
+QUIET_KIVY_PREFIXES = ("Cutbuffer:", "Config: Older configuration version",
+                       "Config: Upgrading")
+
+
+class _KivyNoise(logging.Filter):
+    """Lowers :data:`QUIET_KIVY_PREFIXES` lines to DEBUG, keeping their first line only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno > logging.DEBUG and message.startswith(QUIET_KIVY_PREFIXES):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            record.msg, record.args = message.splitlines()[0], ()
+        return True
+
+
+def configure_logging(verbose: bool = False, debug: bool = False) -> None:
+    """One console handler, quiet by default: warnings and errors, one line each.
+
+    Kivy logs through Python's logging (``KIVY_LOG_MODE=PYTHON``, set before Kivy is
+    imported) instead of its own console handler, so every line appears once; ``--verbose``
+    shows INFO lines, ``--debug`` everything.
+    """
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("deejai-kivy: %(levelname)s: %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    kivy_log = logging.getLogger("kivy")
+    kivy_log.setLevel(level)
+    if not any(isinstance(f, _KivyNoise) for f in kivy_log.filters):
+        kivy_log.addFilter(_KivyNoise())  # a logger's filters run before its level reaches handlers
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``deejai-kivy``."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.debug else logging.WARNING)
+    configure_logging(verbose=args.verbose, debug=args.debug)
     os.environ.setdefault("KIVY_NO_ARGS", "1")  # before Kivy is imported: our options, not its
     try:
         import kivy  # noqa: F401
