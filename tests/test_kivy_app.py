@@ -393,6 +393,17 @@ def _tour_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     app.go("join")
     yield 0.6
     yield from _pick(join.ids.from_track, titles[ids.index(a)], titles[ids.index(a)])
+    # suggestions open under "Via": Make must stay on the screen
+    join.ids.via_track.ids.field.text = titles[ids.index(a)].split()[0]
+    yield _wait(lambda: len(join.ids.via_track.suggestions) > 0, "suggestions for Via", 60)
+    yield 0.3
+    make = join.ids.make_button
+    x0, y0 = make.to_window(*make.pos)
+    out["make_button"] = {"window": [float(x0), float(y0), float(make.width), float(make.height)],
+                          "window_size": [float(v) for v in app.root.size],
+                          "suggestions": len(join.ids.via_track.suggestions)}
+    _shot(app, shots, f"{prefix}join-suggestions", out)
+    join.ids.via_track.clear()
     yield from _pick(join.ids.to_track, titles[ids.index(b)], titles[ids.index(b)])
     yield 0.3
     _shot(app, shots, f"{prefix}join", out)
@@ -416,6 +427,21 @@ def _tour_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     out["map_radio"] = {"seed": b, "path": list(view.path),
                         "params": dict(app.root.ids.playlist.playlist.get("params", {}))}
     _shot(app, shots, f"{prefix}map-radio", out)
+
+    # a playlist longer than the screen: a visible scroll bar and "N more below"
+    app.go("radio")
+    yield 0.6
+    _set_slider(radio.ids.n_slider, len(ids) - 4)
+    before = app.root.ids.playlist.playlist
+    _press(radio.ids.make_button)
+    yield _wait(_playlist_after(app, before), "a long radio playlist", 120)
+    yield 0.6
+    playlist = app.root.ids.playlist
+    out["long_playlist"] = {"rows": len(playlist.ids.rows.data), "more": playlist.more_text}
+    _shot(app, shots, f"{prefix}playlist-long", out)
+    playlist.ids.rows.scroll_y = 0
+    yield 0.4
+    out["long_playlist"]["more_at_bottom"] = playlist.more_text
 
 
 def driver_main(argv: list[str] | None = None) -> int:
@@ -733,16 +759,41 @@ def test_daemon_killed_mid_use(app_env, tmp_path, library_dir):
             _wait_gone(restarted)
 
 
-@pytest.fixture
-def scanned_library(app_env, library_dir) -> Path:
-    """The generated library, scanned by the real engine in this test's DEEJAI_HOME."""
-    from deejai.engine.service import Engine
+#: Tracks of the tour's library: more than a playlist screen shows at once.
+TOUR_TRACKS = 24
 
-    with Engine() as engine:
-        state = engine.wait_scan(engine.scan(paths=[str(library_dir)], workers=1)["job"],
-                                 timeout=300)
-        assert state["state"] == "finished", state
-    return library_dir
+
+@pytest.fixture(scope="module")
+def tour_library(tmp_path_factory) -> tuple[Path, Path]:
+    """A generated library of TOUR_TRACKS tracks, scanned once for the module by the real
+    engine: (its DEEJAI_HOME, its music folder)."""
+    from deejai.engine.service import Engine
+    from tests.audiogen import make_library
+
+    home = tmp_path_factory.mktemp("tour-home")
+    root = tmp_path_factory.mktemp("tour-music")
+    make_library(root, n=TOUR_TRACKS, seconds=3.0)
+    old = os.environ.get("DEEJAI_HOME")
+    os.environ["DEEJAI_HOME"] = str(home)
+    try:
+        with Engine() as engine:
+            state = engine.wait_scan(engine.scan(paths=[str(root)], workers=1)["job"],
+                                     timeout=300)
+            assert state["state"] == "finished", state
+    finally:
+        if old is None:
+            os.environ.pop("DEEJAI_HOME", None)
+        else:
+            os.environ["DEEJAI_HOME"] = old
+    return home, root
+
+
+@pytest.fixture
+def scanned_library(app_env, tour_library, deejai_home) -> Path:
+    """This test's DEEJAI_HOME holding a copy of the scanned tour library."""
+    home, root = tour_library
+    shutil.copytree(home / "data", deejai_home / "data", dirs_exist_ok=True)
+    return root
 
 
 @pytest.mark.parametrize("size,prefix", [("480x800", "phone-"), ("1024x700", "desktop-")])
@@ -777,6 +828,13 @@ def test_every_screen_and_the_map_with_real_taps(app_env, tmp_path, scanned_libr
     with Engine() as engine:
         expected = engine.radio(**radio["params"])
     assert radio["path"] == [e["id"] for e in expected["entries"]]
+    make = result["make_button"]
+    x, y, w, h = make["window"]
+    width, height = make["window_size"]
+    assert make["suggestions"] > 0 and 0 <= x and x + w <= width and 0 <= y and y + h <= height
+    long = result["long_playlist"]
+    assert long["rows"] == TOUR_TRACKS - 4 and long["more"].endswith("more below: scroll"), long
+    assert long["more_at_bottom"] == ""
     names = {Path(s).stem for s in result["screenshots"]}
     assert {f"{prefix}{n}" for n in ("library", "map", "map-path", "map-zoomed", "playlist",
                                      "join", "radio", "map-radio")} <= names

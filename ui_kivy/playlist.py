@@ -39,10 +39,31 @@ class PlaylistScreen(Screen):
     now_playing = StringProperty("")
     playing_index = NumericProperty(-1)
     saved_path = StringProperty("")
+    #: "N more below: scroll" while rows are hidden under the list's bottom edge.
+    more_text = StringProperty("")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._player = None
+        from kivy.clock import Clock
+
+        Clock.schedule_once(lambda dt: self.ids.rows.bind(
+            scroll_y=self._update_more, height=self._update_more), 0)
+
+    def _update_more(self, *_: Any) -> None:
+        """Say how many rows lie below the visible part of the list."""
+        from kivy.metrics import dp
+
+        rows = self.ids.rows
+        total = len(rows.data)
+        visible = int(rows.height // dp(34)) if rows.height > 0 else total
+        hidden_below = total - visible
+        if hidden_below <= 0:
+            self.more_text = ""
+            return
+        # scroll_y is 1 at the top and 0 at the bottom
+        below = int(round(hidden_below * max(0.0, min(1.0, rows.scroll_y))))
+        self.more_text = f"{below} more below: scroll" if below > 0 else ""
 
     # ------------------------------------------------------------ showing
     def show(self, playlist: dict) -> None:
@@ -51,6 +72,8 @@ class PlaylistScreen(Screen):
         self.playlist = dict(playlist)
         self.title = playlist_title(playlist)
         self.ids.rows.data = playlist_rows(playlist)
+        self.ids.rows.scroll_y = 1.0
+        self._update_more()
         folder = App.get_running_app().export_dir()
         self.ids.export_path.text = default_export_path(folder, playlist)
         self.saved_path = ""
