@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Mapping
 import msgspec
 
 from deejai.engine.errors import ConfigError, PluginError, SinkError
+from deejai.engine.hints import install_hint
 from deejai.plugins.hookspecs import Sink, hookimpl
 
 if TYPE_CHECKING:  # pragma: no cover - the catalogue imports NumPy; the CLI starts without it
@@ -57,7 +58,7 @@ def _import_mpd() -> Any:
         import mpd  # python-mpd2
     except ImportError:
         raise PluginError(
-            "the mpd sink needs python-mpd2: pip install \"deejai[mpd]\""
+            f"the mpd sink needs python-mpd2: {install_hint('mpd')}"
         ) from None
     return mpd
 

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import click
 
 from deejai.engine.errors import DeejaiError
+from deejai.engine.hints import install_hint
 from deejai.ui_cli.common import err_console, get_engine
 
 __all__ = ["map_command", "draw_map", "colour_groups"]
@@ -156,14 +157,13 @@ def map_command(ctx: click.Context, output: str, colour: str, playlist_file: str
       deejai map -o map.png
       deejai map -o tags.svg --colour tag --no-path
 
-    Needs matplotlib (pip install "deejai[map]", or pip install ".[map]" in the source folder).
+    Needs matplotlib: pip install ".[map]" in the source folder (or "deejai[map]").
     """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         raise DeejaiError(
-            "deejai map needs matplotlib: pip install \"deejai[map]\" (from the source folder: "
-            "pip install \".[map]\")") from None
+            f"deejai map needs matplotlib: {install_hint('map')}") from None
     width_height = _size(size)
     eng = get_engine(ctx)
     points = eng.map(method=method)

@@ -302,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import kivy  # noqa: F401
     except ImportError:
-        print('deejai-kivy needs Kivy: pip install "deejai[kivy]"', file=sys.stderr)
+        from deejai.engine.hints import install_hint
+
+        print(f"deejai-kivy needs Kivy: {install_hint('kivy')}", file=sys.stderr)
         return 1
     app = build_app(args)
     app.run()

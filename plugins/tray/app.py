@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from deejai.engine.errors import TrayUnavailableError
+from deejai.engine.hints import install_hint
 from deejai.plugins.tray import desktop
 from deejai.plugins.tray.icons import load_icon
 from deejai.plugins.tray.logic import MenuEntry, TrayController, TrayState
@@ -88,7 +89,7 @@ def import_pystray(backend: str = "auto") -> Any:
         if exc.name in ("pystray", "PIL", "Xlib", "six"):
             raise TrayUnavailableError(
                 f"the tray needs the 'tray' extra ({exc.name} is missing): "
-                "pip install \"deejai[tray]\"") from None
+                f"{install_hint('tray')}") from None
         raise TrayUnavailableError(f"no system tray backend works here: {exc}") from None
     except Exception as exc:  # ImportError of every backend, Xlib.error.DisplayConnectionError
         text = " ".join(str(exc).split()) or type(exc).__name__

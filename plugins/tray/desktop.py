@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from deejai.engine.errors import ConfigError, DeejaiError
+from deejai.engine.hints import install_hint
 
 __all__ = [
     "AUTOSTART_NAME",
@@ -252,8 +253,8 @@ def ask_two_tracks() -> tuple[str, str] | None:
             log.debug("tkinter dialog failed", exc_info=True)
             raise DeejaiError(f"cannot show a dialog: {exc}") from None
     raise DeejaiError(
-        "no way to ask for two tracks here: install the deejai app (pip install "
-        "\"deejai[kivy]\"), zenity or python3-tk, or use `deejai playlist --from A --to B`"
+        f"no way to ask for two tracks here: install the deejai app ({install_hint('kivy')}), "
+        "zenity or python3-tk, or use `deejai playlist --from A --to B`"
     )
 
 

@@ -683,7 +683,9 @@ class TrayController:
         if waypoints is None:
             app = kivy_app_command("join") if self.join_with != "dialog" else None
             if app is None and self.join_with == "app":
-                raise DeejaiError("the deejai app is not installed: pip install \"deejai[kivy]\"")
+                from deejai.engine.hints import install_hint
+
+                raise DeejaiError(f"the deejai app is not installed: {install_hint('kivy')}")
             if app is not None:
                 self._launch(app)
                 return None
