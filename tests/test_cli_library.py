@@ -62,6 +62,16 @@ def test_scan_status_tracks(music, deejai_home):
     summary = json.loads(r.stdout)["summary"]
     assert summary["unchanged"] == 5 and summary["added"] == 0
 
+    # no folder and no music_dirs setting: the folders of the last scan, said on stderr
+    r = deejai("scan", "-j", "1")
+    assert r.returncode == 0, r.stderr
+    assert f"scanning {music} (the folders of the last scan)" in r.stderr
+    assert "unchanged" in r.stdout
+
+    # status says whether a daemon answered
+    r = deejai("status")
+    assert "daemon" in r.stdout and "not asked (--no-daemon)" in r.stdout
+
 
 def test_scan_refused_while_another_process_scans(music, deejai_home):
     from deejai.engine.config import paths

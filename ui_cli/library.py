@@ -91,10 +91,12 @@ def _wait(eng: Any, follower: _Follower, job: str, show: Any) -> dict[str, Any]:
 @click.pass_context
 def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_errors: bool,
          patches: int | None, quiet: bool, as_json: bool) -> None:
-    """Scan music folders PATHS (default: the 'music_dirs' setting) into the library.
+    """Scan music folders PATHS into the library.
 
-    The first scan analyses every audio file; later scans only look at new, changed, moved
-    and removed files. Files that cannot be analysed are listed by `deejai status --errors`.
+    Without PATHS: the 'music_dirs' setting, else the folders of the last scan, else your
+    music folder (~/Music). The first scan analyses every audio file; later scans only look
+    at new, changed, moved and removed files. Files that cannot be analysed are listed by
+    `deejai status --errors`.
 
     \b
     Examples:
@@ -108,7 +110,7 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
     unsubscribe = eng.subscribe(follower)
     try:
         # absolute paths: a daemon does not share this shell's working folder
-        roots = [os.path.abspath(p) for p in paths] or None
+        roots = [os.path.abspath(p) for p in paths] or _default_roots(eng, quiet or as_json)
         job = eng.scan(paths=roots, workers=workers, retry_errors=retry_errors,
                        patches=patches)["job"]
         follower.start(job)
@@ -126,6 +128,40 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
         _report(summary, final)
     if interrupted:
         ctx.exit(130)
+
+
+def _default_roots(eng: Any, quiet: bool) -> list[str] | None:
+    """What ``deejai scan`` scans without folders: None (the engine's ``music_dirs``), the
+    last scan's folders, or the platform's music folder; says which on stderr.
+
+    Raises
+    ------
+    ConfigError
+        When none of them exists.
+    """
+    import platformdirs
+
+    from deejai.engine.config import load_settings
+    from deejai.engine.errors import ConfigError
+
+    configured = load_settings().get("music_dirs") or []
+    if configured:
+        roots, why = None, "the 'music_dirs' setting"
+        shown = [str(p) for p in configured]
+    else:
+        last = (eng.status().get("last_scan") or {}).get("roots") or []
+        music = platformdirs.user_music_dir()
+        if last:
+            roots, why = [str(r) for r in last], "the folders of the last scan"
+        elif music and os.path.isdir(music):
+            roots, why = [music], "your music folder; set 'music_dirs' in settings.toml to choose"
+        else:
+            raise ConfigError("no music folder to scan: give one (`deejai scan ~/Music`) or set "
+                              "music_dirs in settings.toml")
+        shown = roots
+    if not quiet:
+        err_console().print(f"scanning {', '.join(shown)} ({why})", highlight=False, markup=False)
+    return roots
 
 
 def _follow(eng: Any, follower: _Follower, job: str, live: bool) -> dict[str, Any]:
@@ -251,6 +287,7 @@ def status(ctx: click.Context, show_errors: bool, as_json: bool) -> None:
     else:
         table.add_row("index", "not loaded")
     table.add_row("database", f"{int(info.get('size') or 0) / 1e6:.1f} MB")
+    table.add_row("daemon", _daemon_line(ctx, eng))
     last = info.get("last_scan")
     if last:
         s = last.get("summary") or {}
@@ -269,6 +306,19 @@ def status(ctx: click.Context, show_errors: bool, as_json: bool) -> None:
             out.print("no failed files")
         for t in failed:
             out.print(f"[red]{t['path']}[/red]: {t.get('error') or 'unknown error'}", highlight=False)
+
+
+def _daemon_line(ctx: click.Context, eng: Any) -> str:
+    """Whether a daemon answered this command, in words."""
+    if uses_daemon(eng):
+        try:
+            pid = eng.ping().get("pid")
+        except Exception:  # it answered status a moment ago; say so without the pid
+            pid = None
+        return f"running (pid {pid})" if pid else "running"
+    if (ctx.find_root().obj or {}).get("no_daemon"):
+        return "not asked (--no-daemon)"
+    return "not running (`deejai serve` starts it)"
 
 
 @click.command("tracks")
