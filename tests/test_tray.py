@@ -663,6 +663,18 @@ def test_no_tray_host_is_one_line_and_exit_1(tmp_path):
     assert res.returncode == 1
     assert res.stderr.strip().count("\n") == 0
     assert res.stderr.startswith("deejai: error: no system tray on this display")
+    # with a wait, it says what it waits for before giving up
+    s = XSession(tmp_path, tray=False)
+    try:
+        res = subprocess.run(_tray_cmd("--backend", "xorg", "--wait-for-tray", "1"), env=s.env,
+                             capture_output=True, text=True, timeout=60)
+    finally:
+        s.close()
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and len(lines) == 2, res.stderr
+    assert lines[0] == ("deejai: waiting up to 1 s for a system tray (a panel with a notification "
+                        "area) to start...")
+    assert lines[1].startswith("deejai: error: no system tray on this display")
 
 
 @needs_x

@@ -120,8 +120,15 @@ def system_tray_owner(display_name: str | None = None) -> int | None:
         display.close()
 
 
-def wait_for_system_tray(timeout_s: float) -> int:
+def wait_for_system_tray(timeout_s: float, say: Any = None) -> int:
     """Wait up to ``timeout_s`` seconds for an X11 system tray (a panel starting at login).
+
+    Parameters
+    ----------
+    timeout_s : float
+    say : callable, optional
+        Called once with a line (e.g. printed on stderr) when the tray is not there at once,
+        so a person knows what the wait is for.
 
     Raises
     ------
@@ -129,6 +136,7 @@ def wait_for_system_tray(timeout_s: float) -> int:
         When no tray shows up in time.
     """
     deadline = time.monotonic() + max(0.0, timeout_s)
+    said = False
     while True:
         try:
             owner = system_tray_owner()
@@ -136,6 +144,10 @@ def wait_for_system_tray(timeout_s: float) -> int:
             raise TrayUnavailableError(f"cannot talk to the X display: {exc}") from None
         if owner is not None:
             return owner
+        if not said and say is not None and timeout_s > 0:
+            say(f"waiting up to {timeout_s:g} s for a system tray (a panel with a notification "
+                "area) to start...")
+            said = True
         if time.monotonic() >= deadline:
             raise TrayUnavailableError(
                 "no system tray on this display (nothing owns _NET_SYSTEM_TRAY_S0): start a "
@@ -466,7 +478,8 @@ def run_tray(backend: str = "auto", wait_for_tray_s: float = 10.0, **controller_
     name = backend_name(pystray)
     if name in ("xorg", "gtk") and sys.platform.startswith(("linux", "freebsd", "openbsd")) \
             and os.environ.get("DISPLAY"):
-        wait_for_system_tray(wait_for_tray_s)
+        wait_for_system_tray(wait_for_tray_s,
+                             say=lambda line: print(f"deejai: {line}", file=sys.stderr, flush=True))
     log.info("tray backend: %s", name)
     TrayApp(pystray, **controller_options).run()
     return 0
