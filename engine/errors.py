@@ -18,6 +18,7 @@ the process ``exit_code`` the CLI uses::
     ├── TrackNotFoundError           no track matches a path, id or query     exit 2
     ├── AmbiguousTrackError          several tracks match (carries ``candidates``)  exit 2
     ├── PlaylistError                a playlist cannot satisfy its constraints
+    │   └── UnknownTagError          a ``tag:`` waypoint names no tag of the model   exit 2
     ├── DaemonError                  the daemon cannot be reached or refused a call
     │   ├── DaemonNotRunning         nothing answers at the daemon's address (client side)
     │   ├── ConnectionLost           the daemon went away during a call (client side)
@@ -26,6 +27,10 @@ the process ``exit_code`` the CLI uses::
     ├── PluginError                  a plugin failed to load or misbehaved
     ├── SinkError                    a playlist sink (MPD) cannot be reached or refused it
     └── TrayUnavailableError         no system tray here (no display, backend or tray host)
+
+The exit codes follow one rule: 2 when something the person named (a track, a tag) matches
+nothing or several things, as click does for a bad option; 1 when a command could not do its
+work; 130 after Ctrl-C.
 
 Application error codes for JSON-RPC live in the range -32000..-32099 reserved by the JSON-RPC
 2.0 specification for implementation-defined server errors; ``docs/protocol.md`` lists them.
@@ -49,6 +54,7 @@ __all__ = [
     "TrackNotFoundError",
     "AmbiguousTrackError",
     "PlaylistError",
+    "UnknownTagError",
     "DaemonError",
     "UnauthorisedError",
     "DaemonNotRunning",
@@ -182,6 +188,13 @@ class AmbiguousTrackError(DeejaiError):
 
 class PlaylistError(DeejaiError):
     code = -32050
+
+
+class UnknownTagError(PlaylistError):
+    """A ``tag:`` waypoint names a tag the model does not have (the message lists them)."""
+
+    code = -32051
+    exit_code = 2
 
 
 class DaemonError(DeejaiError):

@@ -67,7 +67,12 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from deejai.engine.catalogue import Catalogue, l2_normalise
-from deejai.engine.errors import LibraryEmptyError, PlaylistError, TrackNotFoundError
+from deejai.engine.errors import (
+    LibraryEmptyError,
+    PlaylistError,
+    TrackNotFoundError,
+    UnknownTagError,
+)
 
 __all__ = [
     "Constraints",
@@ -75,6 +80,7 @@ __all__ = [
     "radio",
     "join",
     "tag_point",
+    "tag_track",
     "step_distances",
     "slerp",
     "DEFAULT_NEAR_DUPLICATE_EPS",
@@ -810,8 +816,9 @@ def tag_point(catalogue: Catalogue, label: str, *, top: int = 20) -> np.ndarray:
     LibraryEmptyError
         The catalogue is empty.
     PlaylistError
-        The catalogue has no tag probabilities, or ``label`` is not one of the model's tags
-        (the message lists the valid labels).
+        The catalogue has no tag probabilities.
+    UnknownTagError
+        ``label`` is not one of the model's tags (the message lists the valid labels).
     """
     _check_library(catalogue)
     labels = [str(x) for x in catalogue.tag_labels]
@@ -820,13 +827,54 @@ def tag_point(catalogue: Catalogue, label: str, *, top: int = 20) -> np.ndarray:
     wanted = label.strip().casefold()
     matches = [j for j, x in enumerate(labels) if x.casefold() == wanted]
     if not matches:
-        raise PlaylistError(f"unknown tag {label!r}; valid tags: {', '.join(labels)}")
+        raise UnknownTagError(f"unknown tag {label!r}; valid tags: {', '.join(labels)}")
     probs = np.asarray(catalogue.tag_probs, dtype=np.float32)[:, matches[0]]
     m = min(int(top), len(probs))
     best = np.argpartition(-probs, m - 1)[:m]
     w = np.maximum(probs[best], 1e-6)
     point = (w[:, None] * catalogue.vectors[best]).sum(axis=0)
     return l2_normalise(point)
+
+
+def tag_track(catalogue: Catalogue, label: str, *, exclude: Sequence[int] = (),
+              max_duration_s: float | None = None) -> int:
+    """The track that stands for a tag waypoint: the one nearest to :func:`tag_point`.
+
+    Chosen from the tag alone (and the tracks to leave out), so a ``tag:`` waypoint is the
+    same track whatever the playlist's length or noise.
+
+    Parameters
+    ----------
+    catalogue : Catalogue
+    label : str
+        A tag label, case-insensitive.
+    exclude : sequence of int
+        Track ids not to choose (e.g. the other waypoints).
+    max_duration_s : float, optional
+        Leave out tracks longer than this.
+
+    Returns
+    -------
+    int
+        A track id.
+
+    Raises
+    ------
+    LibraryEmptyError, PlaylistError, UnknownTagError
+        As :func:`tag_point`; PlaylistError also when every track is left out.
+    """
+    point = tag_point(catalogue, label)
+    order = np.argsort(-(catalogue.vectors @ point), kind="stable")
+    skip = {int(t) for t in exclude}
+    dur = np.asarray(catalogue.duration_s, dtype=np.float32)
+    for r in order:
+        tid = int(catalogue.ids[int(r)])
+        if tid in skip:
+            continue
+        if max_duration_s is not None and dur[int(r)] > float(max_duration_s):
+            continue
+        return tid
+    raise PlaylistError(f"no track is left to stand for tag:{label}")
 
 
 def step_distances(catalogue: Catalogue, ids: Sequence[int], transitions: bool = False) -> list[float]:

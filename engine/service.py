@@ -502,12 +502,15 @@ class Engine:
             raise PlaylistError("n must be 0 or more")
         seed = self._check_seed(seed)
         catalogue, index = self._catalogue_and_index()
-        points: list[Any] = []
-        for spec in waypoints:
-            if isinstance(spec, str) and spec.startswith("tag:"):
-                points.append(pl.tag_point(catalogue, spec[4:]))
-            else:
-                points.append(self._resolve_id(spec))
+        # tracks first, then each tag: the track nearest to the tag's point that is not
+        # already a waypoint (pl.tag_track), the same whatever n or noise
+        is_tag = [isinstance(spec, str) and spec.startswith("tag:") for spec in waypoints]
+        points: list[Any] = [None if tag else self._resolve_id(spec)
+                             for spec, tag in zip(waypoints, is_tag)]
+        for i, spec in enumerate(waypoints):
+            if is_tag[i]:
+                points[i] = pl.tag_track(catalogue, spec[4:], max_duration_s=max_duration_s,
+                                         exclude=[p for p in points if p is not None])
         ids = pl.join(
             catalogue,
             index,

@@ -142,6 +142,14 @@ def test_tag_waypoint(run, scanned):
     entries = json.loads(result.output)["entries"]
     assert len(entries) == 4 and entries[0]["id"] == 1
     assert len({e["id"] for e in entries}) == 4
+    # the tag's track is chosen from the tag alone: the same whatever the length
+    ends = set()
+    for n in ("1", "2", "4"):
+        result = run("playlist", "--from", "#1", "--to", "tag:electronic", "-n", n, "--format",
+                     "json")
+        assert result.exit_code == 0, result.output
+        ends.add(json.loads(result.output)["entries"][-1]["id"])
+    assert len(ends) == 1
     proc = run_process(scanned, "playlist", "--from", "#1", "--to", "tag:polka")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # a name that matches nothing, as an unknown track
     assert "unknown tag 'polka'" in proc.stderr and "electronic" in proc.stderr

@@ -350,8 +350,16 @@ def test_tag_point_and_tag_waypoints():
     sims = cat.vectors @ point
     assert last @ point >= np.sort(sims)[-cat_top(len(sims))]
 
-    with pytest.raises(PlaylistError, match="valid tags: rock, ambient, jazz"):
+    with pytest.raises(PlaylistError, match="valid tags: rock, ambient, jazz") as err:
         pl.tag_point(cat, "polka")
+    assert err.type.__name__ == "UnknownTagError" and err.value.exit_code == 2
+
+    # tag_track: the track nearest to the tag's point, leaving out waypoints and long tracks
+    order = [int(cat.ids[r]) for r in np.argsort(-(cat.vectors @ point), kind="stable")]
+    assert pl.tag_track(cat, "ambient") == order[0]
+    assert pl.tag_track(cat, "ambient", exclude=[order[0]]) == order[1]
+    short = next(t for t in order if cat.duration_s[cat.row(t)] <= 200)
+    assert pl.tag_track(cat, "ambient", max_duration_s=200) == short
     cat.tag_probs = None
     with pytest.raises(PlaylistError, match="no tag probabilities"):
         pl.tag_point(cat, "ambient")
