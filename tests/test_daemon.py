@@ -370,3 +370,43 @@ def test_sigterm_during_a_scan_commits_and_exits(deejai_home, daemons, music):
         assert lib.integrity_check() == "ok"
         assert lib.stats()["tracks"] >= 1
     assert job
+
+
+def test_stopping_the_daemon_mid_scan_ends_the_scanning_cli_with_a_clear_line(
+        deejai_home, daemons, music):
+    """`deejai scan` follows a scan in the daemon; `deejai stop` mid-scan: the scan command
+    says the scan was stopped and how many tracks were kept, exits 3, and `deejai status`
+    says the last scan was cancelled."""
+    from deejai.ui_cli.library import EXIT_SCAN_STOPPED
+
+    d = start(daemons, deejai_home)
+    env = dict(os.environ, DEEJAI_HOME=str(deejai_home), DEEJAI_NO_DAEMON="", COLUMNS="200")
+    env.pop("DEEJAI_SOCKET", None)
+    scanning = subprocess.Popen([sys.executable, "-m", "deejai.ui_cli.main", "scan", "-j", "1",
+                                 str(music)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    try:
+        with d.client() as c:
+            deadline = time.monotonic() + 120
+            while True:
+                st = c.scan_status()
+                if st.get("state") == "running" and int(st.get("done") or 0) >= 2:
+                    break
+                assert st.get("state") in ("running", "idle"), st
+                assert time.monotonic() < deadline, "the scan never got going"
+                time.sleep(0.1)
+        stop = run_cli(deejai_home, "stop", timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        out, err = scanning.communicate(timeout=120)
+    finally:
+        if scanning.poll() is None:
+            scanning.kill()
+            scanning.wait()
+    assert scanning.returncode == EXIT_SCAN_STOPPED == 3, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("the scan was stopped: the daemon went away before it finished; ")
+    kept = int(last.split("; ")[1].split()[0])
+    assert 1 <= kept < 16 and kept == _count_tracks(deejai_home)
+    assert "Traceback" not in err and "connection" not in last
+    status = run_cli(deejai_home, "status", env={"DEEJAI_NO_DAEMON": "1", "COLUMNS": "200"})
+    assert "cancelled before it finished" in status.stdout, status.stdout

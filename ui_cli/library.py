@@ -17,7 +17,11 @@ import click
 
 from deejai.ui_cli.common import echo_json, err_console, format_duration, get_engine, uses_daemon
 
-__all__ = ["scan", "status", "tracks"]
+__all__ = ["scan", "status", "tracks", "EXIT_SCAN_STOPPED"]
+
+#: Exit status of ``deejai scan`` when the daemon running the scan stopped (or died) before the
+#: scan finished: what was analysed is kept, and the next ``deejai scan`` goes on from there.
+EXIT_SCAN_STOPPED = 3
 
 _REPORT_FIELDS = ("added", "updated", "moved", "removed", "unchanged", "errors", "duplicates")
 
@@ -98,26 +102,38 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
     at new, changed, moved and removed files. Files that cannot be analysed are listed by
     `deejai status --errors`.
 
+    Exit status: 0 when the scan finished; 3 when the daemon running it stopped before the
+    end (what it analysed is kept; scan again to go on); 130 after Ctrl-C.
+
     \b
     Examples:
       deejai scan ~/Music
       deejai scan -j 2 ~/Music /media/usb/music
     """
-    from deejai.engine.errors import DeejaiError
+    from deejai.engine.errors import ConnectionLost, DeejaiError
 
     eng = get_engine(ctx)
     follower = _Follower()
     unsubscribe = eng.subscribe(follower)
+    tracks_before = 0
     try:
         # absolute paths: a daemon does not share this shell's working folder
         roots = [os.path.abspath(p) for p in paths] or _default_roots(eng, quiet or as_json)
+        if uses_daemon(eng):
+            tracks_before = int(eng.status().get("tracks") or 0)
         job = eng.scan(paths=roots, workers=workers, retry_errors=retry_errors,
                        patches=patches)["job"]
         follower.start(job)
         live = not quiet and not as_json
         final = _follow(eng, follower, job, live)
+    except ConnectionLost:
+        _daemon_went_away(tracks_before)
+        ctx.exit(EXIT_SCAN_STOPPED)
     finally:
-        unsubscribe()
+        try:
+            unsubscribe()
+        except DeejaiError:  # the connection is gone already
+            pass
     summary = final.get("summary") or {}
     if final.get("state") == "failed":
         raise DeejaiError(final.get("error") or "the scan failed")
@@ -128,6 +144,24 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
         _report(summary, final)
     if interrupted:
         ctx.exit(130)
+
+
+def _daemon_went_away(tracks_before: int) -> None:
+    """Say that the daemon stopped mid-scan and how many new tracks its library kept."""
+    from deejai.engine.config import paths
+    from deejai.engine.library import Library
+
+    console = err_console()
+    console.print()  # below the progress bar
+    kept = None
+    try:
+        with Library(paths().library_file) as lib:
+            kept = max(0, int(lib.stats().get("tracks") or 0) - tracks_before)
+    except Exception:  # the library is elsewhere (a daemon with another home) or locked
+        pass
+    done = f"{kept} new tracks kept" if kept is not None else "what it analysed is kept"
+    console.print(f"the scan was stopped: the daemon went away before it finished; {done}. "
+                  "Run `deejai scan` again to go on from there.", highlight=False, markup=False)
 
 
 def _default_roots(eng: Any, quiet: bool) -> list[str] | None:
@@ -292,8 +326,10 @@ def status(ctx: click.Context, show_errors: bool, as_json: bool) -> None:
     if last:
         s = last.get("summary") or {}
         changes = ", ".join(f"{s.get(k, 0)} {k}" for k in _REPORT_FIELDS if s.get(k))
+        cancelled = " - cancelled before it finished; `deejai scan` goes on" if s.get(
+            "cancelled") else ""
         table.add_row("last scan", f"{last.get('finished') or last.get('started')}"
-                      + (f" ({changes})" if changes else ""))
+                      + (f" ({changes})" if changes else "") + cancelled)
     else:
         table.add_row("last scan", "never: run `deejai scan ~/Music`")
     job = info.get("scan") or {}
