@@ -303,6 +303,7 @@ def _kill_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     _press(screen.ids.make_button)
     yield _wait(_playlist_after(app, before), "a playlist after the daemon came back", 60)
     out["after_restart"] = _record_playlist(app)
+    out["message_after_restart"] = app.message  # "lost the daemon" went with the lost daemon
     out["connected_after_restart"] = app.connected
     out["connection_after_restart"] = app.connection
 
@@ -407,6 +408,19 @@ def _tour_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     yield from _pick(join.ids.to_track, titles[ids.index(b)], titles[ids.index(b)])
     yield 0.3
     _shot(app, shots, f"{prefix}join", out)
+    # an error belongs to its state: the ambiguous-name line goes once a playlist is made
+    picked_from = join.ids.from_track.picked
+    join.ids.from_track.ids.field.text = "Artist"
+    _press(join.ids.make_button)
+    yield _wait(lambda: "matches" in app.message and not join.busy, "the ambiguous-name error", 60)
+    out["stale"] = {"error": app.message}
+    join.ids.from_track.pick(picked_from)
+    before = app.root.ids.playlist.playlist
+    _press(join.ids.make_button)
+    yield _wait(_playlist_after(app, before), "the playlist after the error", 60)
+    out["stale"]["after"] = app.message
+    app.go("join")
+    yield 0.3
 
     app.go("radio")
     radio = app.root.ids.radio
@@ -742,6 +756,7 @@ def test_daemon_killed_mid_use(app_env, tmp_path, library_dir):
         assert result["connected_after_kill"] is False
         assert result["connection_after_kill"] == "daemon lost"
         assert result["connected_after_restart"] is True
+        assert result["message_after_restart"] == "", result["message_after_restart"]
         assert result["connection_after_restart"].startswith("daemon at ")
         with Client.connect(sock) as client:
             expected = client.radio(**result["after_restart"]["params"])
@@ -828,6 +843,7 @@ def test_every_screen_and_the_map_with_real_taps(app_env, tmp_path, scanned_libr
     with Engine() as engine:
         expected = engine.radio(**radio["params"])
     assert radio["path"] == [e["id"] for e in expected["entries"]]
+    assert "matches" in result["stale"]["error"] and result["stale"]["after"] == ""
     make = result["make_button"]
     x, y, w, h = make["window"]
     width, height = make["window_size"]

@@ -71,7 +71,7 @@ def build_app(args: argparse.Namespace) -> Any:
     from kivy.lang import Builder
     from kivy.properties import BooleanProperty, ObjectProperty, StringProperty
 
-    from deejai.engine.errors import DeejaiError
+    from deejai.engine.errors import ConnectionLost, DaemonNotRunning, DeejaiError
     from deejai.ui_kivy import join, library, mapscreen, playlist, widgets  # noqa: F401  (kv rules)
     from deejai.ui_kivy.backend import Backend
     from deejai.ui_kivy.viewmodel import contract_home
@@ -90,6 +90,7 @@ def build_app(args: argparse.Namespace) -> Any:
         connection = StringProperty("connecting...")
         connected = BooleanProperty(False)
         message = StringProperty("")
+        message_scope = StringProperty("")
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
@@ -183,6 +184,8 @@ def build_app(args: argparse.Namespace) -> Any:
                 return
             exc = future.exception()
             if exc is None:
+                # the call worked: an error it (or a playlist call) left on screen is old news
+                self.clear_message(*_scopes_cleared_by(method))
                 if on_result is not None:
                     on_result(future.result())
                 return
@@ -190,7 +193,9 @@ def build_app(args: argparse.Namespace) -> Any:
                 log.error("%s failed", method, exc_info=exc)
             if not quiet:
                 text = str(exc) if isinstance(exc, DeejaiError) else f"{type(exc).__name__}: {exc}"
-                self.show_message(text, error=True)
+                connection = isinstance(exc, (DaemonNotRunning, ConnectionLost))
+                self.show_message(text, error=True,
+                                  scope="connection" if connection else f"call:{method}")
             if on_error is not None:
                 on_error(exc)
 
@@ -210,9 +215,10 @@ def build_app(args: argparse.Namespace) -> Any:
             self.connected = state == "connected"
             if self.connected:
                 self.connection = message
+                self.clear_message("connection")  # "daemon not running" is over
             else:
                 self.connection = "daemon lost"
-                self.show_message(f"lost the daemon: {message}", error=True)
+                self.show_message(f"lost the daemon: {message}", error=True, scope="connection")
 
         def start_daemon(self) -> None:
             """The "Start daemon" button: start ``deejai serve`` now, then reconnect."""
@@ -223,13 +229,24 @@ def build_app(args: argparse.Namespace) -> Any:
             self.run_local(start, on_result=self.root.ids.library.show_status)
 
         # -------------------------------------------------------- screens
-        def show_message(self, text: str, error: bool = False) -> None:
-            """One line in the message bar (red for an error)."""
+        def show_message(self, text: str, error: bool = False, scope: str = "") -> None:
+            """One line in the message bar (red for an error).
+
+            ``scope`` names the state the message is about ("connection", "scan",
+            "call:<method>", "make"); :meth:`clear_message` takes it away when that state is
+            over (the daemon answers again, a playlist was made, a new scan started).
+            """
             self.message = text
+            self.message_scope = scope if text else ""
             bar = self.root.ids.message_bar if self.root else None
             if bar is not None:
                 bar.error = error
                 bar.text = text
+
+        def clear_message(self, *scopes: str) -> None:
+            """Take the message away when it belongs to one of ``scopes``."""
+            if self.message and self.message_scope in scopes:
+                self.show_message("")
 
         def show_playlist(self, playlist_dict: dict) -> None:
             self.root.ids.playlist.show(playlist_dict)
@@ -292,6 +309,21 @@ def configure_logging(verbose: bool = False, debug: bool = False) -> None:
     kivy_log.setLevel(level)
     if not any(isinstance(f, _KivyNoise) for f in kivy_log.filters):
         kivy_log.addFilter(_KivyNoise())  # a logger's filters run before its level reaches handlers
+
+
+#: Calls whose success makes a playlist: errors of the other playlist calls and the screens'
+#: "pick a track first" lines are old news then.
+_PLAYLIST_CALLS = ("join", "radio")
+
+
+def _scopes_cleared_by(method: str) -> tuple[str, ...]:
+    """The message scopes a successful call of ``method`` ends."""
+    scopes = [f"call:{method}", "connection"]
+    if method in _PLAYLIST_CALLS:
+        scopes += [f"call:{m}" for m in _PLAYLIST_CALLS] + ["call:tracks", "make"]
+    if method == "scan":
+        scopes.append("scan")
+    return tuple(scopes)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -56,7 +56,7 @@ class JoinScreen(_MakeScreen):
         app = App.get_running_app()
         start, via, end = (self.ids[k].spec() for k in ("from_track", "via_track", "to_track"))
         if start is None or end is None:
-            app.show_message("pick a From and a To track first", error=True)
+            app.show_message("pick a From and a To track first", error=True, scope="make")
             return None
         waypoints = [start] + ([via] if via is not None else []) + [end]
         return {
@@ -79,7 +79,7 @@ class RadioScreen(_MakeScreen):
         app = App.get_running_app()
         seed_track = self.ids.seed_track.spec()
         if seed_track is None:
-            app.show_message("pick a seed track first", error=True)
+            app.show_message("pick a seed track first", error=True, scope="make")
             return None
         return {
             "seeds": [seed_track],

@@ -66,6 +66,7 @@ class LibraryScreen(Screen):
         self.scanning_folders = ", ".join(contract_home(f) for f in folders)
         self.progress_value, self.progress_max = 0, 1
         self.progress_text = "starting..."
+        app.clear_message("scan")  # the last scan's report is about to be out of date
         app.call("scan", paths=folders, on_result=self._started, on_error=self._failed)
 
     def _started(self, result: dict) -> None:
@@ -94,13 +95,16 @@ class LibraryScreen(Screen):
         summary = params.get("summary") or {}
         app = App.get_running_app()
         if state == "failed":
-            app.show_message(f"scan failed: {params.get('error')}", error=True)
+            app.show_message(f"scan failed: {params.get('error')}", error=True, scope="scan")
         else:
             parts = [f"scan {state}"]
-            for key in ("added", "updated", "removed", "unchanged", "errors"):
+            for key in ("added", "updated", "removed", "unchanged"):
                 if summary.get(key) is not None:
                     parts.append(f"{summary[key]} {key}")
-            app.show_message(", ".join(parts))
+            if summary.get("errors") is not None:
+                # this scan's failures; the header counts every failing file of the library
+                parts.append(f"{summary['errors']} failed in this scan")
+            app.show_message(", ".join(parts), scope="scan")
             self.progress_value = self.progress_max
         self.progress_text = f"last scan: {state}"
         self.refresh()
