@@ -346,7 +346,10 @@ def _drag(view: Any, dx: float, dy: float) -> None:
 
 def _tour_flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     """Every screen of an already scanned library, with real taps on the map."""
+    from kivy.uix.screenmanager import NoTransition
+
     shots, prefix = Path(opts.shots), opts.prefix
+    app.root.ids.screens.transition = NoTransition()  # no screenshot half-way through a slide
     library = app.root.ids.library
     yield _wait(lambda: app.connected, "the engine to be reachable", 90)
     library.refresh()

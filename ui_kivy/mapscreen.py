@@ -24,6 +24,9 @@ from deejai.ui_kivy.widgets import kv_path
 
 __all__ = ["MapScreen"]
 
+#: Colour names shown over the map.
+LEGEND_ROWS = 8
+
 HINT = "Tap a dot to see it; tap two or more to join them. Drag to move, pinch to zoom."
 
 
@@ -71,7 +74,24 @@ class MapScreen(Screen):
         groups, names = colour_groups(p.get(self.colour_by) or [""] * len(p["ids"]))
         colours = [OTHER if n == "other" else PALETTE[i % len(PALETTE)] for i, n in enumerate(names)]
         self.legend = [(n, c) for n, c in zip(names, colours)]
+        self._show_legend()
         self.ids.view.set_points(p["ids"], p["x"], p["y"], groups, colours)
+
+    def _show_legend(self) -> None:
+        """The colours' names, over the map's top-left corner (at most LEGEND_ROWS)."""
+        from kivy.factory import Factory
+
+        box = self.ids.legend
+        box.clear_widgets()
+        rows = self.legend[:LEGEND_ROWS]
+        hidden = len(self.legend) - len(rows)
+        entries = [(name, (*colour[:3], 1)) for name, colour in rows]
+        if hidden > 0:
+            entries.append((f"and {hidden} more", (0, 0, 0, 0)))
+        for text, rgba in entries:
+            row = Factory.LegendRow()  # a kv class: its properties are set after creation
+            row.text, row.rgba = text, rgba
+            box.add_widget(row)
 
     # ---------------------------------------------------------------- taps
     def track(self, track_id: int) -> dict:
