@@ -847,6 +847,8 @@ def test_xorg_clicks_open_the_menu_and_join_the_dots(daemon, xsession, library, 
         # right click: the menu, drawn by Tk, beside the icon
         xsession.click(cx, cy, 3)
         menu = _wait(lambda: [m for m in xsession.find("Menu") if m[4] > 50], 30, "the menu")[0]
+        _, _, mx, my, mw, mh, _ = menu
+        assert my <= cy + 4 and mx <= cx <= mx + mw + 40, (menu, cx, cy)  # at the pointer
         time.sleep(0.5)
         xsession.screenshot(tmp_path / "tray-xorg-menu.png", crop=(480 - 300, 0, 480, 280))
         # keyboard traversal skips the greyed status line: Scan library now, Join the dots…
