@@ -1,0 +1,125 @@
+"""The phone profile: the engine with only the packages a phone build has (``tests/phoneprofile.py``).
+
+The scan runs in a child interpreter that sees nothing but numpy, mutagen, sqlite-utils,
+pluggy, platformdirs, ai-edge-litert, PyAV and the standard library (``DEEJAI_PHONE_PYTHON``,
+a real venv made by ``.ci/run``, or this interpreter with ``-S`` and a folder of links); it
+takes the phone's path (NumPy index, analysis in threads, the NumPy resampler since soxr is
+absent). Its vectors must equal the desktop's scan of the same files (soxr, worker processes,
+FAISS) to cosine >= 0.999 per track.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import phoneprofile
+from tests.audiogen import make_library, write_mp3
+
+HERE = Path(__file__).resolve().parent
+MIN_COSINE = 0.999
+
+
+@pytest.fixture(scope="module")
+def phone_site(tmp_path_factory) -> Path | None:
+    if os.environ.get("DEEJAI_PHONE_PYTHON"):
+        return None
+    return phoneprofile.site_dir(tmp_path_factory.mktemp("phone-site"))
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("music")
+    make_library(root, n=8, seconds=8.0)
+    # other sample rates: other resampling ratios (48 kHz: 1/3, 22.05 kHz: 320/441)
+    write_mp3(root / "Rates" / "48k.mp3", seconds=7.0, kind="chirp", seed=11, sample_rate_hz=48000,
+              tags={"artist": "Rates", "title": "Forty-eight"})
+    write_mp3(root / "Rates" / "22k.mp3", seconds=7.0, kind="beat", seed=12, sample_rate_hz=22050,
+              tags={"artist": "Rates", "title": "Twenty-two"})
+    return root
+
+
+def _vectors(home: Path) -> dict[str, np.ndarray]:
+    from deejai.engine.library import Library
+    from deejai.models import DEFAULT_MODEL
+
+    lib = Library(home / "data" / "library.sqlite")
+    try:
+        ids, vecs = lib.vectors(DEFAULT_MODEL)
+        return {lib.track(int(i))["path"]: v for i, v in zip(ids, vecs)}
+    finally:
+        lib.close()
+
+
+def _phone_scan(site: Path | None, library: Path, home: Path, out: Path) -> dict:
+    cmd, env = phoneprofile.command(site, str(HERE / "phone_scan.py"), "--library", str(library),
+                                    "--out", str(out))
+    env["DEEJAI_HOME"] = str(home)
+    env.pop("DEEJAI_RESAMPLER", None)  # soxr is absent: the NumPy resampler by necessity
+    env.pop("DEEJAI_DECODERS", None)
+    proc = subprocess.run(cmd, env=env, cwd=str(out.parent), capture_output=True, text=True,
+                          timeout=600)
+    assert out.exists(), f"the phone scan wrote nothing (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    assert result["error"] is None, result["error"] + proc.stderr[-2000:]
+    return result
+
+
+@pytest.mark.slow
+def test_phone_profile_scans_like_the_desktop(phone_site, library, tmp_path, monkeypatch):
+    phone_home = tmp_path / "phone-home"
+    result = _phone_scan(phone_site, library, phone_home, tmp_path / "phone.json")
+    n = len(list(library.rglob("*.mp3")))
+
+    # it ran in the phone profile, on the phone's path
+    if phone_site is not None:
+        assert result["no_site"]
+    assert result["scan"]["state"] == "finished", result["scan"]
+    assert result["scan"]["summary"]["added"] == n and result["scan"]["errors"] == 0
+    assert result["resampler"] == "numpy" and result["decoder_used"] == "pyav"
+    assert result["index"]["kind"] == "numpy" and result["index"]["ntotal"] == n
+    assert len(result["radio"]) == 5 and len(result["join"]) == 5
+    assert result["export"].startswith("#EXTM3U")
+
+    # what it imported: nothing outside the phone's packages, and click only for sqlite-utils
+    loaded = set(result["imports"]["third_party"])
+    assert not loaded & set(phoneprofile.ABSENT), loaded
+    allowed = {"deejai", "numpy", "mutagen", "sqlite_utils", "pluggy", "platformdirs",
+               "ai_edge_litert", "av", "sqlite_fts4", "click", "dateutil", "cython_runtime"}
+    assert loaded <= allowed, loaded - allowed
+    path_importers = result["path_imports"]["importers"]
+    assert all(m.startswith("sqlite_utils") for m in path_importers.get("click", [])), path_importers
+    # every engine module imports; the two backends of absent libraries say so
+    assert result["engine_import_failures"] == {
+        "deejai.engine.decode.audioread_backend": "ModuleNotFoundError: No module named 'audioread'",
+        "deejai.engine.decode.soundfile_backend": "ModuleNotFoundError: No module named 'soundfile'",
+    }
+
+    # the desktop's scan of the same files (soxr, worker processes, FAISS)
+    from deejai.engine.decode import resample
+    from deejai.engine.service import Engine
+
+    desktop_home = tmp_path / "desktop-home"
+    monkeypatch.setenv("DEEJAI_HOME", str(desktop_home))
+    monkeypatch.delenv("DEEJAI_RESAMPLER", raising=False)
+    resample._soxr.cache_clear()
+    assert resample.resampler_name() == "soxr"
+    engine = Engine()
+    try:
+        job = engine.scan([str(library)], workers=2)["job"]
+        assert engine.wait_scan(job, timeout=600)["state"] == "finished"
+    finally:
+        engine.close()
+
+    phone, desktop = _vectors(phone_home), _vectors(desktop_home)
+    assert set(phone) == set(desktop) and len(phone) == n
+    cosines = {Path(p).name: float(phone[p] @ desktop[p] / np.linalg.norm(phone[p])
+                                   / np.linalg.norm(desktop[p])) for p in phone}
+    assert min(cosines.values()) >= MIN_COSINE, cosines
+    # and not trivially: the tracks differ from one another
+    a, b = list(phone.values())[:2]
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) < 0.99
