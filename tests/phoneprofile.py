@@ -88,18 +88,18 @@ def site_dir(target: Path, packages: tuple[str, ...] = PHONE_REQUIREMENTS) -> Pa
     return target
 
 
-def command(site: Path | None, *args: str) -> tuple[list[str], dict[str, str]]:
+def command(site: Path | None, *args: str, venv: bool = True) -> tuple[list[str], dict[str, str]]:
     """The command line and environment that run ``python *args`` in the phone profile.
 
-    ``DEEJAI_PHONE_PYTHON`` (a real phone-profile venv) wins; else this interpreter with ``-S``
-    (no site-packages) and only ``site`` on the path.
+    ``DEEJAI_PHONE_PYTHON`` (a real phone-profile venv) wins unless ``venv`` is False; else
+    this interpreter with ``-S`` (no site-packages) and only ``site`` on the path.
     """
     env = dict(os.environ)
     env.pop("PYTHONHOME", None)
     env["PYTHONNOUSERSITE"] = "1"
     # nothing of this checkout on the path: deejai comes from the profile's own install
     env["PYTHONPATH"] = ""
-    real = os.environ.get("DEEJAI_PHONE_PYTHON")
+    real = os.environ.get("DEEJAI_PHONE_PYTHON") if venv else None
     if real:
         return [real, *args], env
     if site is None:

@@ -123,3 +123,130 @@ def test_phone_profile_scans_like_the_desktop(phone_site, library, tmp_path, mon
     # and not trivially: the tracks differ from one another
     a, b = list(phone.values())[:2]
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) < 0.99
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def test_phone_run_plan_analyses_in_threads():
+    from deejai.ui_kivy import platform as plat
+
+    for phone in ("android", "ios"):
+        plan = plat.run_plan(platform=phone)
+        assert (plan.embedded, plan.start_daemon, plan.scan_executor) == (True, False, "thread")
+    assert plat.run_plan(platform="linux", embedded=True).scan_executor is None
+
+
+def test_embedded_backend_passes_the_scan_executor():
+    from deejai.ui_kivy.backend import Backend
+
+    backend = Backend(embedded=True, index_backend="numpy", scan_executor="thread")
+    try:
+        engine = backend.engine()
+        assert (engine.index_backend, engine.scan_executor) == ("numpy", "thread")
+    finally:
+        backend.close()
+
+
+def _free_display() -> int:
+    for n in range(120, 220):
+        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
+            return n
+    raise RuntimeError("no free X display between :120 and :219")
+
+
+@pytest.fixture
+def xvfb():
+    import importlib.util
+    import shutil
+    import time
+
+    if importlib.util.find_spec("kivy") is None or shutil.which("Xvfb") is None:
+        pytest.skip("needs kivy and Xvfb (apt-get install xvfb xauth libgl1-mesa-dri)")
+    n = _free_display()
+    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "800x900x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not Path(f"/tmp/.X11-unix/X{n}").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"Xvfb :{n} did not start")
+        time.sleep(0.1)
+    yield f":{n}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def _png_size(path: str) -> tuple[int, int]:
+    import struct
+
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.kivy
+@pytest.mark.slow
+def test_the_app_on_a_phone_sized_window_scans_and_makes_a_playlist(xvfb, tmp_path, monkeypatch):
+    """The app in a 480x800 window, in the phone profile (its packages plus Kivy), with a phone
+    build's decisions: the embedded engine scans a library in threads, the Radio screen makes a
+    playlist, and what it shows is what the engine returns for the same parameters."""
+    lib = tmp_path / "Music"
+    make_library(lib, n=8, seconds=6.0)
+    site = phoneprofile.site_dir(tmp_path / "site",
+                                 phoneprofile.PHONE_REQUIREMENTS + phoneprofile.KIVY_PACKAGES)
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    out = tmp_path / "app.json"
+    home = tmp_path / "home"
+    # Kivy is in the site links, not in a phone-profile venv: the app always runs on the links
+    cmd, env = phoneprofile.command(site, str(HERE / "phone_app.py"), "--lib", str(lib),
+                                    "--out", str(out), "--shots", str(shots), venv=False)
+    env.update({"DISPLAY": xvfb, "KIVY_NO_ARGS": "1", "KIVY_HOME": str(tmp_path / "kivy"),
+                "KIVY_NO_CONSOLELOG": "1", "KIVY_NO_FILELOG": "1", "SDL_AUDIODRIVER": "dummy",
+                "DEEJAI_HOME": str(tmp_path / "deejai-home"), "HOME": str(home),
+                "DEEJAI_WORKERS": "2"})
+    env.pop("DEEJAI_RESAMPLER", None)
+    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True,
+                          timeout=400)
+    assert out.exists(), f"the app wrote nothing (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    result = json.loads(out.read_text())
+    assert result["error"] is None, result["error"] + "\n" + proc.stderr[-3000:]
+    publish = os.environ.get("DEEJAI_KIVY_SCREENSHOTS")
+    if publish:
+        import shutil
+
+        dest = Path(publish) if Path(publish).is_absolute() else HERE.parent / publish
+        dest.mkdir(parents=True, exist_ok=True)
+        for png in shots.glob("*.png"):
+            shutil.copy2(png, dest / f"kivy-{png.name}")
+
+    assert result["no_site"] and result["window"] == [480, 800]
+    plan = result["plan"]
+    assert (plan["embedded"], plan["start_daemon"], plan["index_backend"], plan["scan_executor"]) == (
+        True, False, "numpy", "thread")
+    assert result["engine"] == {"class": "Engine", "index_backend": "numpy", "scan_executor": "thread"}
+    assert "in-process engine" in result["connection"]
+    scan = result["scan"]
+    assert scan["summary"]["state"] == "finished" and scan["summary"]["summary"]["added"] == 8
+    assert scan["tracks"] == "8" and scan["errors"] == "0"
+    assert result["analysis_threads"], "the scan ran no analysis threads"
+    assert result["children_during_scan"] == 0, "a phone cannot start worker processes"
+    assert result["resampler"] == "numpy"
+    assert not set(result["third_party"]) & set(phoneprofile.ABSENT), result["third_party"]
+
+    radio = result["radio"]
+    assert radio["params"]["n"] == 5 and len(radio["shown_ids"]) == 5
+    assert radio["shown_ids"][0] == result["seed"]["id"]
+    # the same playlist from the engine itself, on the library the app wrote
+    from deejai.engine.service import Engine
+
+    monkeypatch.setenv("DEEJAI_HOME", str(tmp_path / "deejai-home"))
+    engine = Engine(index_backend="numpy")
+    try:
+        expected = engine.radio(**radio["params"])
+    finally:
+        engine.close()
+    assert radio["shown_ids"] == [e["id"] for e in expected["entries"]]
+    for shot in result["screenshots"]:
+        assert _png_size(shot) == (480, 800), shot

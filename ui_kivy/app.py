@@ -100,6 +100,7 @@ def build_app(args: argparse.Namespace) -> Any:
                 start_daemon=plan.start_daemon,
                 socket=args.socket,
                 index_backend=plan.index_backend,
+                scan_executor=plan.scan_executor,
                 on_event=self._event,
                 on_connection=self._connection,
             )
