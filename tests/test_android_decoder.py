@@ -437,3 +437,11 @@ def test_analysis_through_the_android_sources_matches_the_desktop(jnius, tmp_pat
     assert phone.audio_hash == desktop.audio_hash
     v, w = phone.vector, desktop.vector
     assert float(v @ w / np.linalg.norm(v) / np.linalg.norm(w)) > 0.99999
+
+
+def test_preload_reports_each_class(jnius):
+    """On the desktop JVM the helper classes load and the LiteRT classes (only in the APK) are
+    reported, not raised."""
+    result = android.preload_classes(jnius)
+    assert result["org.deejai.Decoder"] == "ok" and result["org.deejai.PcmWindow"] == "ok"
+    assert result["org.tensorflow.lite.Interpreter"] != "ok"

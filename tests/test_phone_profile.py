@@ -250,3 +250,39 @@ def test_the_app_on_a_phone_sized_window_scans_and_makes_a_playlist(xvfb, tmp_pa
     assert radio["shown_ids"] == [e["id"] for e in expected["entries"]]
     for shot in result["screenshots"]:
         assert _png_size(shot) == (480, 800), shot
+
+
+# --------------------------------------------------------------------------- the APK's source
+
+
+def _spec_values(text: str) -> dict[str, str]:
+    import configparser
+
+    parser = configparser.ConfigParser()
+    parser.read_string(text)
+    return dict(parser["app"])
+
+
+def test_buildozer_spec_asks_for_the_tested_phone_profile(tmp_path):
+    """The spec's requirements are the phone profile the tests run (LiteRT's Python package
+    replaced by the Java interpreter), its Java source folder is staged, and main.py starts
+    the embedded engine (with --debug for a first device run)."""
+    from deejai.ui_kivy.stage import stage
+
+    main_py = stage(tmp_path / "apk", debug=True)
+    src = main_py.parent
+    assert '["--embedded", "--debug"]' in main_py.read_text().replace("'", '"')
+    spec = _spec_values((src / "buildozer.spec").read_text())
+    wanted = {r.strip().split("==")[0] for r in spec["requirements"].split(",")}
+    for package in phoneprofile.PHONE_REQUIREMENTS:
+        if package == "ai-edge-litert":  # on the phone: the Java interpreter (gradle)
+            assert "com.google.ai.edge.litert:litert:" in spec["android.gradle_dependencies"]
+            continue
+        assert package in wanted, package
+    assert {"python3", "kivy", "pyjnius", "android", "sqlite3"} <= wanted
+    absent = {"soundfile", "soxr", "librosa", "scipy", "numba", "faiss-cpu", "faiss", "rich",
+              "threadpoolctl", "audioread", "ai-edge-litert"}
+    assert not wanted & absent
+    java = src / spec["android.add_src"]
+    assert {p.name for p in java.rglob("*.java")} == {"Decoder.java", "PcmWindow.java"}
+    assert (java / "org" / "deejai" / "Decoder.java").read_text().startswith("package org.deejai;")

@@ -116,6 +116,10 @@ def build_app(args: argparse.Namespace) -> Any:
                 Window.softinput_mode = "below_target"  # the keyboard must not hide a field
             if plan.platform == "android":  # pragma: no cover - only inside an APK
                 self._ask_android_permissions()
+                # the APK's Java classes, loaded on this (main) thread for the scan's threads
+                from deejai.engine.decode.android import preload_classes
+
+                preload_classes()
             folders = self.root.ids.library.ids.folders
             if args.music:
                 folders.text = contract_home(plan.music_dir)

@@ -42,8 +42,8 @@ from deejai.engine.decode import AudioInfo, NotMine, Source
 from deejai.engine.decode.mpeg import DECODER_DELAY, NotMpegAudio, frame_index, tag_span
 from deejai.engine.errors import AudioError
 
-__all__ = ["open_file", "AndroidSource", "AndroidMp3Source", "JavaDecoder", "DecoderLike",
-           "JAVA_CLASS", "PREROLL_S"]
+__all__ = ["open_file", "open_with", "AndroidSource", "AndroidMp3Source", "JavaDecoder",
+           "DecoderLike", "preload_classes", "APP_CLASSES", "JAVA_CLASS", "PREROLL_S"]
 
 #: The helper class the APK carries (``ui_kivy/java/org/deejai/Decoder.java``).
 JAVA_CLASS = "org.deejai.Decoder"
@@ -128,6 +128,7 @@ class JavaDecoder:
         self.encoder_delay = int(j.encoderDelay())
         self.encoder_padding = int(j.encoderPadding())
         self.codec_name = str(j.codecName())
+        _log_first(self)
 
     def _samples(self, count: int) -> np.ndarray:
         raw = self._java.samples()  # one byte[] for the window
@@ -156,6 +157,22 @@ class JavaDecoder:
         java = self.__dict__.pop("_java", None)
         if java is not None:
             java.close()
+
+
+_logged: set[str] = set()
+
+
+def _log_first(decoder: "JavaDecoder") -> None:
+    """One INFO line per codec and process (``adb logcat`` shows it: docs/mobile.md)."""
+    if decoder.codec_name in _logged:
+        return
+    _logged.add(decoder.codec_name)
+    import logging
+
+    logging.getLogger(__name__).info(
+        "deejai: MediaCodec %s decodes %s (%d Hz, %d channels, encoder delay %d)",
+        decoder.codec_name, decoder.mime, decoder.sample_rate_hz, decoder.channels,
+        decoder.encoder_delay)
 
 
 def time_us(sample: int, sample_rate_hz: int) -> int:
@@ -328,6 +345,43 @@ def open_with(path: str, make_decoder: Any) -> Source:
         except NotMpegAudio:
             pass  # the extractor's timestamps then (e.g. a free-format stream)
     return AndroidSource(path, decoder)
+
+
+#: The app's own Java classes the engine uses from worker threads: the decoder helper and the
+#: LiteRT interpreter (from the AAR that buildozer's gradle dependency brings in).
+APP_CLASSES = ("org.deejai.Decoder", "org.deejai.PcmWindow", "org.tensorflow.lite.Interpreter",
+               "org.tensorflow.lite.Interpreter$Options")
+
+
+def preload_classes(jnius: Any = None) -> dict[str, str]:
+    """Load :data:`APP_CLASSES` now, on the calling thread (the app's main thread, at start).
+
+    JNI's ``FindClass`` called from a thread that native code attached (every thread Python
+    starts, such as the scan's analysis threads) searches the system class loader, which does
+    not know the APK's own classes (Android's "JNI tips", FAQ "Why didn't FindClass find my
+    class?"). pyjnius keeps every class it has loaded, so loading them once from the main
+    thread makes ``autoclass`` find them from any thread afterwards.
+
+    Returns
+    -------
+    dict
+        Class name -> ``"ok"`` or the reason it could not be loaded (logged as a warning).
+    """
+    import logging
+
+    log = logging.getLogger(__name__)
+    if jnius is None:
+        import jnius  # noqa: F811
+    result = {}
+    for name in APP_CLASSES:
+        try:
+            jnius.autoclass(name)
+            result[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - reported; the engine then says what fails
+            result[name] = _java_error(exc)
+            log.warning("deejai: Java class %s cannot be loaded: %s", name, result[name])
+    log.info("deejai: Java classes preloaded: %s", result)
+    return result
 
 
 def check_available() -> None:
