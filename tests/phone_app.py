@@ -82,7 +82,9 @@ def _flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     engine = app.backend.engine()
     out["engine"] = {"class": type(engine).__name__, "index_backend": engine.index_backend,
                      "scan_executor": engine.scan_executor}
-    library.ids.folders.text = opts.lib
+    from deejai.ui_kivy.viewmodel import contract_home
+
+    library.ids.folders.text = contract_home(opts.lib)  # "~/Music", as a person types it
     threads_seen: set[str] = set()
 
     def scanning_done() -> bool:
@@ -100,7 +102,7 @@ def _flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     out["scan"] = {"summary": dict(library.last_summary), "tracks": library.tracks,
                    "errors": library.errors}
     out["analysis_threads"] = sorted(n for n in threads_seen if n.startswith("deejai-analyse"))
-    _shot(app, shots, "phone-library", out)
+    _shot(app, shots, "phone-profile-library", out)
 
     app.go("radio")
     screen = app.root.ids.radio
@@ -123,7 +125,7 @@ def _flow(app: Any, opts: argparse.Namespace, out: dict) -> Iterator[Any]:
     out["radio"] = {"params": playlist_screen.playlist.get("params"),
                     "shown_ids": playlist_screen.shown_ids(),
                     "rows": [dict(r) for r in playlist_screen.ids.rows.data]}
-    _shot(app, shots, "phone-playlist", out)
+    _shot(app, shots, "phone-profile-playlist", out)
 
     from deejai.engine.decode import resample
 

@@ -191,14 +191,14 @@ def test_the_app_on_a_phone_sized_window_scans_and_makes_a_playlist(xvfb, tmp_pa
     """The app in a 480x800 window, in the phone profile (its packages plus Kivy), with a phone
     build's decisions: the embedded engine scans a library in threads, the Radio screen makes a
     playlist, and what it shows is what the engine returns for the same parameters."""
-    lib = tmp_path / "Music"
+    home = tmp_path / "home"
+    lib = home / "Music"  # ~/Music for the app (HOME is tmp_path/home there)
     make_library(lib, n=8, seconds=6.0)
     site = phoneprofile.site_dir(tmp_path / "site",
                                  phoneprofile.PHONE_REQUIREMENTS + phoneprofile.KIVY_PACKAGES)
     shots = tmp_path / "shots"
     shots.mkdir()
     out = tmp_path / "app.json"
-    home = tmp_path / "home"
     # Kivy is in the site links, not in a phone-profile venv: the app always runs on the links
     cmd, env = phoneprofile.command(site, str(HERE / "phone_app.py"), "--lib", str(lib),
                                     "--out", str(out), "--shots", str(shots), venv=False)
