@@ -1,8 +1,8 @@
 """Run the engine the way the phone app does, inside the phone profile (``tests/phoneprofile.py``).
 
 ``python tests/phone_scan.py --library DIR --out result.json`` (with the phone profile's
-interpreter and ``DEEJAI_HOME`` set) imports every engine module, scans ``DIR`` with
-``Engine(index_backend="numpy", scan_executor="thread")`` — the phone's choices: the NumPy
+interpreter and ``DEEJAI_HOME`` set) scans ``DIR`` with the engine the app embeds
+(``build_engine(index_backend="numpy", scan_executor="thread")``) — the phone's choices: the NumPy
 index, analysis in threads (an app cannot start Python worker processes), the NumPy resampler
 because soxr is absent — makes a radio and a join playlist, exports it as M3U8, and writes what
 happened to ``result.json``: which modules it imported and who imported them, which imports
@@ -75,11 +75,12 @@ def run(library: str, out: dict[str, Any], recorder: ImportRecorder) -> None:
     import deejai.engine  # noqa: F401  (must not fail on a missing optional package)
     from deejai.engine import decode
     from deejai.engine.decode import resample
-    from deejai.engine.service import Engine
+    from deejai.plugins.manager import build_engine
 
     out["resampler"] = resample.resampler_name()
     out["decoders"] = decode.available_backends()
-    engine = Engine(index_backend="numpy", scan_executor="thread")
+    # as the app builds its embedded engine (ui_kivy/backend.py): with the plugins' exporters
+    engine = build_engine(index_backend="numpy", scan_executor="thread")
     try:
         t0 = time.perf_counter()
         job = engine.scan([library])["job"]

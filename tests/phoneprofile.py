@@ -27,9 +27,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: The phone's packages (``pip`` names): the issue's list, with LiteRT for the interpreter.
+#: The phone's packages (``pip`` names): numpy, mutagen, sqlite-utils, pluggy, platformdirs,
+#: PyAV, LiteRT standing in for the phone's Java/Objective-C interpreter, and msgspec (the
+#: engine's settings schema and method parameters; python-for-android has a recipe for it).
 PHONE_PACKAGES = ("numpy", "mutagen", "sqlite-utils", "pluggy", "platformdirs", "ai-edge-litert",
-                  "av")
+                  "av", "msgspec")
 
 #: What those import at their top (pure Python, which python-for-android installs with pip):
 #: ``sqlite_utils/db.py`` imports sqlite_fts4 and ``sqlite_utils/{utils,hookspecs}.py`` import
