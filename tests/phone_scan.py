@@ -99,6 +99,9 @@ def run(library: str, out: dict[str, Any], recorder: ImportRecorder) -> None:
             out["radio"] = [e["id"] for e in radio["entries"]]
             out["join"] = [e["id"] for e in join["entries"]]
             out["export"] = engine.export(radio, format="m3u8")["content"]
+            if hasattr(engine, "map"):  # the app's Map screen: PCA where openTSNE is absent
+                points = engine.map()
+                out["map"] = {"method": points["method"], "count": points["count"]}
     finally:
         engine.close()
     # which decoder read the files: open one the way analysis does

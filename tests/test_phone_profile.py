@@ -84,6 +84,7 @@ def test_phone_profile_scans_like_the_desktop(phone_site, library, tmp_path, mon
     assert result["index"]["kind"] == "numpy" and result["index"]["ntotal"] == n
     assert len(result["radio"]) == 5 and len(result["join"]) == 5
     assert result["export"].startswith("#EXTM3U")
+    assert result["map"] == {"method": "pca", "count": n}  # no openTSNE on a phone
 
     # what it imported: nothing outside the phone's packages, and click only for sqlite-utils
     loaded = set(result["imports"]["third_party"])
