@@ -195,7 +195,7 @@ class AudioReader:
     def __init__(self, path: str, sr_out: int, *, backends: Any = None):
         self.path = path
         self.sr_out = sr_out
-        self.source = _decode.open_source(path, backends=backends)
+        self.source = _decode.open_source(path, backends=backends, sample_rate_hz=sr_out)
         self.info = self.source.info
         #: Seconds spent resampling so far (the rest of a read is decoding).
         self.resample_s = 0.0

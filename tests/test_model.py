@@ -274,8 +274,10 @@ def test_unknown_backend_name():
         Model(V1, backend="nope")
 
 
-def test_platform_backend_forced_on_desktop():
-    """pyjnius / pyobjus are not installed here: forcing them names the package to install."""
+def test_platform_backend_forced_on_desktop(monkeypatch):
+    """Without pyjnius / pyobjus, forcing their backends names the package to install."""
+    monkeypatch.setitem(sys.modules, "jnius", None)  # the tests of the Android decoder
+    monkeypatch.setitem(sys.modules, "pyobjus", None)  # install pyjnius: hide it here
     with pytest.raises(BackendUnavailableError, match="pip install pyjnius"):
         Model(V1, backend="android")
     with pytest.raises(BackendUnavailableError, match="pip install pyobjus"):

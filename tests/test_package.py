@@ -48,6 +48,12 @@ def test_wheel_installs_only_the_deejai_namespace(tmp_path):
     assert tops == {"deejai", next(t for t in tops if t.endswith(".dist-info"))}
     for sub in ("engine", "plugins", "ui_cli", "ui_kivy", "models"):
         assert f"deejai/{sub}/__init__.py" in names
+    # every sub-package of the source folders, not only the top ones (a non-editable install,
+    # e.g. the phone profile's, once lacked deejai.engine.decode)
+    for sub in ("engine", "plugins", "ui_cli", "ui_kivy", "models"):
+        for init in (ROOT / sub).rglob("__init__.py"):
+            rel = init.relative_to(ROOT).as_posix()
+            assert f"deejai/{rel}" in names, f"{rel} is missing from the wheel"
     assert "deejai/models/msd-musicnn/model.tflite" in names
     assert "deejai/models/msd-musicnn/card.json" in names
     assert "deejai/models/msd-musicnn/LICENSE" in names

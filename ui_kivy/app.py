@@ -100,6 +100,7 @@ def build_app(args: argparse.Namespace) -> Any:
                 start_daemon=plan.start_daemon,
                 socket=args.socket,
                 index_backend=plan.index_backend,
+                scan_executor=plan.scan_executor,
                 on_event=self._event,
                 on_connection=self._connection,
             )
@@ -115,6 +116,10 @@ def build_app(args: argparse.Namespace) -> Any:
                 Window.softinput_mode = "below_target"  # the keyboard must not hide a field
             if plan.platform == "android":  # pragma: no cover - only inside an APK
                 self._ask_android_permissions()
+                # the APK's Java classes, loaded on this (main) thread for the scan's threads
+                from deejai.engine.decode.android import preload_classes
+
+                preload_classes()
             folders = self.root.ids.library.ids.folders
             if args.music:
                 folders.text = contract_home(plan.music_dir)

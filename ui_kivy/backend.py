@@ -58,6 +58,9 @@ class Backend:
         The daemon's socket path (``deejai serve --socket PATH``); default: the client's.
     index_backend : str
         ``"auto"``, ``"faiss"`` or ``"numpy"``, for the embedded Engine.
+    scan_executor : str, optional
+        ``"thread"`` or ``"process"`` for the embedded Engine's scans (phones: threads);
+        None leaves it to the settings.
     on_event : callable, optional
         ``on_event(event, params)`` for engine events (called on a non-UI thread).
     on_connection : callable, optional
@@ -73,6 +76,7 @@ class Backend:
         start_daemon: bool = True,
         socket: str | None = None,
         index_backend: str = "auto",
+        scan_executor: str | None = None,
         on_event: EventSink | None = None,
         on_connection: ConnectionSink | None = None,
         workers: int = 3,
@@ -81,6 +85,7 @@ class Backend:
         self.start_daemon = bool(start_daemon)
         self.socket = socket
         self.index_backend = index_backend
+        self.scan_executor = scan_executor
         self.on_event = on_event
         self.on_connection = on_connection
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deejai-ui")
@@ -121,7 +126,7 @@ class Backend:
         if self.embedded:
             from deejai.plugins.manager import build_engine
 
-            return build_engine(index_backend=self.index_backend)
+            return build_engine(index_backend=self.index_backend, scan_executor=self.scan_executor)
         from deejai.engine.rpc import connect
 
         start = self.start_daemon and not self._spawned_once
@@ -164,7 +169,8 @@ class Backend:
                     log.warning("cannot subscribe to engine events: %s", exc)
                     self._unsubscribe = None
         if self.embedded:
-            where = f"in-process engine ({self.index_backend} index)"
+            threads = ", analysis in threads" if self.scan_executor == "thread" else ""
+            where = f"in-process engine ({self.index_backend} index{threads})"
         else:
             where = f"daemon at {contract_home(getattr(engine, 'address', '') or '?')}"
         self._notify("connected", where)

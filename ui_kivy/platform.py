@@ -6,11 +6,11 @@ the folders; elsewhere it defers to :mod:`deejai.engine.config` (platformdirs, `
 
 Decisions made here::
 
-    platform        embedded engine    index backend       music folder
-    android         always             numpy unless faiss  <primary external storage>/Music
-    ios             always             numpy unless faiss  ~/Documents
-    linux/macosx/   only with          faiss when          platformdirs' user music folder
-    win             --embedded         importable
+    platform        embedded engine    index backend       analysis    music folder
+    android         always             numpy unless faiss  threads     <primary external storage>/Music
+    ios             always             numpy unless faiss  threads     ~/Documents
+    linux/macosx/   only with          faiss when          processes   platformdirs' user music folder
+    win             --embedded         importable          (setting)
 
 The platform is :func:`deejai.engine.platforms.detect_platform`, the same answer the engine
 chooses its TFLite runtime by.
@@ -134,6 +134,10 @@ class RunPlan:
         Passed to the embedded Engine.
     music_dir : str
         The folder proposed in the Library screen.
+    scan_executor : str or None
+        Passed to the embedded Engine: ``"thread"`` on a phone, where an app cannot start
+        Python worker processes; None elsewhere (the ``scan_executor`` setting decides, by
+        default worker processes).
     """
 
     platform: str
@@ -141,6 +145,7 @@ class RunPlan:
     start_daemon: bool
     index_backend: str
     music_dir: str
+    scan_executor: str | None = None
 
 
 def run_plan(
@@ -158,4 +163,5 @@ def run_plan(
         start_daemon=bool(start_daemon) and not mobile,
         index_backend=index_backend(plat),
         music_dir=str(music_dir(plat)),
+        scan_executor="thread" if mobile else None,
     )

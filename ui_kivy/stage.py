@@ -2,9 +2,10 @@
 
 buildozer packs one folder that holds ``main.py``; deejai's packages live under the
 ``deejai`` import name, mapped from separate top-level folders in the repository. This helper
-copies the installed ``deejai.engine``, ``deejai.plugins``, ``deejai.ui_kivy`` and the default
-model (``deejai.models`` with ``msd-musicnn/{model.tflite,card.json,LICENSE}``) into
-``DIR/deejai/...``, writes ``DIR/main.py`` (which starts the app with the embedded engine),
+copies the installed ``deejai.engine``, ``deejai.plugins``, ``deejai.ui_kivy`` (with the Java
+helper in ``ui_kivy/java``, which buildozer compiles into the APK) and the default model
+(``deejai.models/<model>/``: ``card.json``, ``LICENSE`` and every ``.tflite`` variant the card
+names) into ``DIR/deejai/...``, writes ``DIR/main.py`` (which starts the app with the embedded engine),
 and copies ``buildozer.spec`` beside it. Then ``cd DIR && buildozer android debug``
 (``docs/mobile.md``).
 """
@@ -30,8 +31,11 @@ import sys
 
 from deejai.ui_kivy.app import main
 
-sys.exit(main(["--embedded"]))
+sys.exit(main({args!r}))
 '''
+
+#: The Java helper the Android decoder drives (buildozer.spec: ``android.add_src``).
+JAVA_DIR = "java"
 
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "buildozer.spec")
 
@@ -43,7 +47,7 @@ def _package_dir(name: str) -> Path:
     return Path(module.__file__).resolve().parent
 
 
-def stage(target: str | Path, *, models: Sequence[str] | None = None) -> Path:
+def stage(target: str | Path, *, models: Sequence[str] | None = None, debug: bool = False) -> Path:
     """Write the buildozer source folder ``target``; returns its ``main.py``.
 
     Parameters
@@ -54,6 +58,9 @@ def stage(target: str | Path, *, models: Sequence[str] | None = None) -> Path:
         Model folders (under ``deejai.models``) to include (default: the default model). Each
         gets :data:`MODEL_FILES` and every file its card's ``variants`` name (the phone picks a
         variant by measuring, like the desktop).
+    debug : bool
+        Start the app with ``--debug``: INFO log lines (decoder, interpreter, scan) in
+        ``adb logcat``, for the first runs on a device.
 
     Raises
     ------
@@ -89,7 +96,11 @@ def stage(target: str | Path, *, models: Sequence[str] | None = None) -> Path:
                 raise FileNotFoundError(f"{src}: missing from the model folder {model!r}")
             shutil.copy2(src, models_dst / model / fname)
     main_py = target / "main.py"
-    main_py.write_text(MAIN_PY, encoding="utf-8")
+    args = ["--embedded"] + (["--debug"] if debug else [])
+    main_py.write_text(MAIN_PY.format(args=args), encoding="utf-8")
+    java = pkg_root / "ui_kivy" / JAVA_DIR
+    if not any(java.rglob("*.java")):
+        raise FileNotFoundError(f"{java}: the Java helper (org/deejai/*.java) is missing")
     shutil.copy2(Path(__file__).with_name("buildozer.spec"), target / "buildozer.spec")
     return main_py
 
@@ -98,8 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deejai.ui_kivy.stage", description=__doc__.split("\n")[0])
     parser.add_argument("target", help="folder to write (e.g. build/android)")
     parser.add_argument("--model", action="append", default=None, help="model folder to include")
+    parser.add_argument("--debug", action="store_true",
+                        help="start the app with --debug (INFO lines in adb logcat)")
     args = parser.parse_args(argv)
-    main_py = stage(args.target, models=args.model or None)
+    main_py = stage(args.target, models=args.model or None, debug=args.debug)
     print(f"staged {main_py.parent}; now: cd {main_py.parent} && buildozer android debug")
     return 0
 

@@ -210,9 +210,16 @@ def backend_order(platform: str | None = None) -> tuple[str, ...]:
     return _ORDER.get(platform, _ORDER["desktop"])
 
 
-def _opener(name: str) -> Callable[[str], Source]:
+def _opener(name: str) -> Callable[..., Source]:
+    """The backend's open function; ImportError when its library is missing here (a module may
+    also define ``check_available()``, which raises ImportError where the module imports but
+    its platform library is absent, e.g. AudioToolbox off Apple systems)."""
     module, _, func = BACKENDS[name].partition(":")
-    return getattr(importlib.import_module(module), func)
+    mod = importlib.import_module(module)
+    check = getattr(mod, "check_available", None)
+    if check is not None:
+        check()
+    return getattr(mod, func)
 
 
 def available_backends(platform: str | None = None) -> list[str]:
@@ -228,7 +235,8 @@ def available_backends(platform: str | None = None) -> list[str]:
 
 
 def open_source(path: str | os.PathLike[str], *,
-                backends: Sequence[str] | None = None) -> Source:
+                backends: Sequence[str] | None = None,
+                sample_rate_hz: int | None = None) -> Source:
     """Open an audio file with the first backend that reads it.
 
     Parameters
@@ -236,6 +244,10 @@ def open_source(path: str | os.PathLike[str], *,
     path : str or PathLike
     backends : sequence of str, optional
         Backend names to try, in order (default :func:`backend_order`).
+    sample_rate_hz : int, optional
+        The rate the caller will resample to. A backend whose platform decoder resamples
+        (its open function has ``resamples = True``: iOS's ExtAudioFile) converts to it and
+        reports it as ``info.sample_rate_hz``; the others ignore it.
 
     Returns
     -------
@@ -260,7 +272,10 @@ def open_source(path: str | os.PathLike[str], *,
             continue
         tried.append(name)
         try:
-            source = opener(p)
+            if sample_rate_hz and getattr(opener, "resamples", False):
+                source = opener(p, sample_rate_hz=int(sample_rate_hz))
+            else:
+                source = opener(p)
         except NotMine as exc:
             if str(exc):
                 reasons.append(str(exc))

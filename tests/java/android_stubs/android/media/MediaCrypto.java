@@ -1,0 +1,5 @@
+package android.media;
+
+/** Signature stub (see ../../README.md). */
+public final class MediaCrypto {
+}

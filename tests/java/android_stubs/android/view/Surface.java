@@ -1,0 +1,5 @@
+package android.view;
+
+/** Signature stub (see ../../README.md). */
+public class Surface {
+}
