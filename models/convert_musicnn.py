@@ -236,13 +236,9 @@ def convert(out_dir: Path) -> dict:
     return card
 
 
-def make_card(labels, sha256, musicnn_version, train_config, tf_version) -> dict:
-    """The ``card.json`` contents (see docs/models.md for each field)."""
+def frontend_fields() -> dict:
+    """The card fields of musicnn's log-mel front end (shared by both models' cards)."""
     return {
-        "name": MODEL_NAME,
-        "version": f"musicnn-{musicnn_version}",
-        "description": "musicnn MSD_musicnn: musically motivated CNN trained on the Million Song "
-        "Dataset (top-50 last.fm tags); embedding = penultimate dense layer",
         "sample_rate_hz": SAMPLE_RATE,
         "n_fft": N_FFT,
         "hop_length": HOP,
@@ -256,6 +252,17 @@ def make_card(labels, sha256, musicnn_version, train_config, tf_version) -> dict
         "compression": {"type": "log10", "scale": 10000, "offset": 1},
         "patch_frames": N_FRAMES,
         "patch_hop_frames": N_FRAMES,
+    }
+
+
+def make_card(labels, sha256, musicnn_version, train_config, tf_version) -> dict:
+    """The ``card.json`` contents (see docs/models.md for each field)."""
+    return {
+        "name": MODEL_NAME,
+        "version": f"musicnn-{musicnn_version}",
+        "description": "musicnn MSD_musicnn: musically motivated CNN trained on the Million Song "
+        "Dataset (top-50 last.fm tags); embedding = penultimate dense layer",
+        **frontend_fields(),
         "pad_short": "repeat",
         "reference_frontend": {
             "code": "musicnn.extractor.batch_data",

@@ -46,6 +46,7 @@ __all__ = [
     "available_backends",
     "BACKENDS",
     "check_path",
+    "hash_windows",
     "NotMine",
 ]
 
@@ -135,8 +136,7 @@ class Source(ABC):
         something closer to the stored data."""
         info = self.info
         h.update(f"pcm-mono:{info.sample_rate_hz}:{info.channels}:{info.frames}".encode())
-        win = int(5 * info.sample_rate_hz)
-        for pos in sorted({0, max(0, info.frames // 2 - win // 2), max(0, info.frames - win)}):
+        for pos, win in hash_windows(info):
             x = self.read(pos, pos + win)
             h.update(np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2").tobytes())
 
@@ -148,6 +148,14 @@ class Source(ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def hash_windows(info: AudioInfo, seconds: float = 5.0) -> list[tuple[int, int]]:
+    """``(start, length)`` of the three windows (start, middle, end) the audio hash of a
+    non-MP3, non-FLAC file reads, in samples at ``info.sample_rate_hz``."""
+    win = int(seconds * info.sample_rate_hz)
+    n = info.frames
+    return [(pos, win) for pos in sorted({0, max(0, n // 2 - win // 2), max(0, n - win)})]
 
 
 def check_path(path: str | os.PathLike[str]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deejai.engine.decode import AudioInfo, NotMine, Source
+from deejai.engine.decode import AudioInfo, NotMine, Source, hash_windows
 from deejai.engine.errors import AudioError
 
 __all__ = ["open_file", "SoundfileSource", "PREROLL_S"]
@@ -54,8 +54,7 @@ class SoundfileSource(Source):
         (start, middle, end): deejai's audio hash of such files since its first release."""
         info = self.info
         h.update(f"pcm:{info.sample_rate_hz}:{info.channels}:{info.frames}".encode())
-        win = int(5 * info.sample_rate_hz)
-        for pos in sorted({0, max(0, info.frames // 2 - win // 2), max(0, info.frames - win)}):
+        for pos, win in hash_windows(info):
             self.fh.seek(pos)
             h.update(np.ascontiguousarray(self.fh.read(win, dtype="int16")).tobytes())
 

@@ -9,7 +9,7 @@ import wave
 
 import numpy as np
 
-from deejai.engine.decode import AudioInfo, NotMine, Source
+from deejai.engine.decode import AudioInfo, NotMine, Source, hash_windows
 from deejai.engine.errors import AudioError
 
 __all__ = ["open_file", "WaveSource"]
@@ -57,8 +57,7 @@ class WaveSource(Source):
         """The rate, channels, length and the raw PCM bytes of three 5 s windows."""
         info = self.info
         h.update(f"wav:{info.sample_rate_hz}:{info.channels}:{self.width}:{info.frames}".encode())
-        win = int(5 * info.sample_rate_hz)
-        for pos in sorted({0, max(0, info.frames // 2 - win // 2), max(0, info.frames - win)}):
+        for pos, win in hash_windows(info):
             self.fh.setpos(pos)
             h.update(self.fh.readframes(win))
 
