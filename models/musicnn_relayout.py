@@ -197,7 +197,7 @@ def relayout(ckpt: dict[str, np.ndarray], *, time_fold: int = TIME_FOLD) -> Rela
         a, b = _bn(ckpt, i + 1)
         sign = np.where(a < 0, -1.0, 1.0)
         if name in TIMBRAL:
-            kh, kw = w.shape[0], w.shape[1]
+            kw = w.shape[1]
             n_pos = N_MELS - kw + 1
             kernel = (w[:, :, 0, :] * sign)[:, None, :, :]  # (7, 1, kw, F)
             gather = (np.arange(n_pos)[:, None] + np.arange(kw)[None, :]).reshape(-1)

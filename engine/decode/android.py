@@ -32,14 +32,12 @@ never been used on a device. ``docs/mobile.md`` lists the checks for the first r
 """
 from __future__ import annotations
 
-import io
-import os
 from typing import Any, Protocol
 
 import numpy as np
 
 from deejai.engine.decode import AudioInfo, NotMine, Source
-from deejai.engine.decode.mpeg import DECODER_DELAY, NotMpegAudio, frame_index, tag_span
+from deejai.engine.decode.mpeg import DECODER_DELAY, NotMpegAudio, frame_index, read_if_mp3
 from deejai.engine.errors import AudioError
 
 __all__ = ["open_file", "open_with", "AndroidSource", "AndroidMp3Source", "JavaDecoder",
@@ -312,36 +310,15 @@ class AndroidMp3Source(Source):
             decoder.close()
 
 
-def _looks_like_mp3(path: str, head: bytes) -> bool:
-    if head[:3] == b"ID3":
-        return True
-    if os.path.splitext(path)[1].lower() in (".mp3", ".mp2", ".mpga"):
-        return True
-    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
-
-
 def open_with(path: str, make_decoder: Any) -> Source:
     """Open ``path`` with decoders made by ``make_decoder(path)`` (a :class:`JavaDecoder` on a
     phone; the tests pass a stand-in): an :class:`AndroidMp3Source` for MP3 with a consistent
     frame chain, else an :class:`AndroidSource`."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(10)
-            data = None
-            if _looks_like_mp3(path, head):
-                size = os.fstat(fh.fileno()).st_size
-                fh.seek(0)
-                data = fh.read()
-                if len(data) < size:
-                    raise AudioError(path, "the file changed while it was read")
-    except PermissionError:
-        raise AudioError(path, "permission denied") from None
-    except OSError as exc:
-        raise AudioError(path, f"cannot read: {exc.strerror or exc}") from None
+    mp3 = read_if_mp3(path)
     decoder = make_decoder(path)
-    if data is not None and decoder.mime == "audio/mpeg":
+    if mp3 is not None and decoder.mime == "audio/mpeg":
         try:
-            return AndroidMp3Source(path, data, tag_span(io.BytesIO(data), len(data)), decoder)
+            return AndroidMp3Source(path, *mp3, decoder)
         except NotMpegAudio:
             pass  # the extractor's timestamps then (e.g. a free-format stream)
     return AndroidSource(path, decoder)

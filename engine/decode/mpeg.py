@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MpegFrames", "frame_index", "tag_span", "DECODER_DELAY", "NotMpegAudio"]
+__all__ = ["MpegFrames", "frame_index", "tag_span", "read_if_mp3", "DECODER_DELAY", "NotMpegAudio"]
 
 #: Samples of delay of the standard MP3 decoder (the polyphase synthesis), which gapless
 #: players add to the encoder delay from the LAME tag (FFmpeg: ``528 + 1``).
@@ -336,3 +336,45 @@ def tag_span(fh, size: int) -> tuple[int, int]:
         if changed and end < size - tail_len:  # a tag larger than the tail we read: stop
             break
     return start, max(start, end)
+
+
+def looks_like_mp3(path: str, head: bytes) -> bool:
+    """Whether a file is worth indexing as MP3: an ID3v2 tag, an MP3 name or a frame sync."""
+    import os
+
+    if head[:3] == b"ID3":
+        return True
+    if os.path.splitext(path)[1].lower() in (".mp3", ".mp2", ".mpga"):
+        return True
+    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
+
+
+def read_if_mp3(path: str) -> tuple[bytes, tuple[int, int]] | None:
+    """The bytes of ``path`` and their audio span (:func:`tag_span`) when the file looks like
+    MP3 (:func:`looks_like_mp3`), else None; whether the frames really chain is for
+    :func:`frame_index` to say.
+
+    Raises
+    ------
+    AudioError
+        The file cannot be read, or changed while it was read.
+    """
+    import io
+    import os
+
+    from deejai.engine.errors import AudioError
+
+    try:
+        with open(path, "rb") as fh:
+            if not looks_like_mp3(path, fh.read(10)):
+                return None
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(0)
+            data = fh.read()
+    except PermissionError:
+        raise AudioError(path, "permission denied") from None
+    except OSError as exc:
+        raise AudioError(path, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) < size:
+        raise AudioError(path, "the file changed while it was read")
+    return data, tag_span(io.BytesIO(data), len(data))

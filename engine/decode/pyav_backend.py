@@ -16,14 +16,12 @@ decoded whole on open.
 """
 from __future__ import annotations
 
-import io
-import os
 from typing import Any
 
 import numpy as np
 
 from deejai.engine.decode import AudioInfo, NotMine, Source
-from deejai.engine.decode.mpeg import NotMpegAudio, frame_index, tag_span
+from deejai.engine.decode.mpeg import NotMpegAudio, frame_index, read_if_mp3
 from deejai.engine.errors import AudioError, EmptyAudioError
 
 __all__ = ["open_file", "Mp3Source", "ContainerSource"]
@@ -277,36 +275,16 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _looks_like_mp3(path: str, head: bytes) -> bool:
-    if head[:3] == b"ID3":
-        return True
-    if os.path.splitext(path)[1].lower() in (".mp3", ".mp2", ".mpga"):
-        return True
-    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
-
-
 def open_file(path: str) -> Source:
     """Open ``path`` as an :class:`Mp3Source` (MP3 with a consistent frame chain) or a
     :class:`ContainerSource` (anything else FFmpeg reads); :class:`NotMine` when FFmpeg does
     not recognise it."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(10)
-            if _looks_like_mp3(path, head):
-                size = os.fstat(fh.fileno()).st_size
-                fh.seek(0)
-                data = fh.read()
-                if len(data) < size:
-                    raise AudioError(path, "the file changed while it was read")
-                span = tag_span(io.BytesIO(data), len(data))
-                try:
-                    return Mp3Source(path, data, span)
-                except NotMpegAudio:
-                    pass  # e.g. an .mp3 that holds AAC: let the container decide
-    except PermissionError:
-        raise AudioError(path, "permission denied") from None
-    except OSError as exc:
-        raise AudioError(path, f"cannot read: {exc.strerror or exc}") from None
+    mp3 = read_if_mp3(path)
+    if mp3 is not None:
+        try:
+            return Mp3Source(path, *mp3)
+        except NotMpegAudio:
+            pass  # e.g. an .mp3 that holds AAC: let the container decide
     return ContainerSource(path)
 
 
