@@ -119,7 +119,9 @@ def _show(console, a, tags: list[tuple[str, float]]) -> None:
     console.print("  tags     " + ", ".join(f"{escape(tag)} {p:.2f}" for tag, p in tags))
     head = ", ".join(f"{v:+.3f}" for v in a.vector[:6])
     console.print(f"  vector   [{head}, ...] ({a.vector.shape[0]}-d)")
-    console.print(
-        f"  time     {t['total']:.2f} s (decode {t['decode']:.2f}, mel {t['mel']:.2f}, "
-        f"inference {t['inference']:.2f})"
-    )
+    stages = [("decode", t.get("decode", 0.0)), ("resample", t.get("resample", 0.0))]
+    if t.get("mel"):  # a log-mel-input model; a PCM model computes its mel in the inference
+        stages.append(("mel", t["mel"]))
+    stages += [("inference", t.get("inference", 0.0)), ("tags and hash", t.get("hash", 0.0))]
+    console.print(f"  time     {t['total']:.2f} s ("
+                  + ", ".join(f"{name} {v:.2f}" for name, v in stages) + ")")
