@@ -122,6 +122,6 @@ def _show(console, a, tags: list[tuple[str, float]]) -> None:
     stages = [("decode", t.get("decode", 0.0)), ("resample", t.get("resample", 0.0))]
     if t.get("mel"):  # a log-mel-input model; a PCM model computes its mel in the inference
         stages.append(("mel", t["mel"]))
-    stages += [("inference", t.get("inference", 0.0)), ("tags and hash", t.get("hash", 0.0))]
+    stages += [("inference", t.get("inference", 0.0)), ("tags+hash", t.get("hash", 0.0))]
     console.print(f"  time     {t['total']:.2f} s ("
                   + ", ".join(f"{name} {v:.2f}" for name, v in stages) + ")")
