@@ -79,6 +79,13 @@ class CoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     patches: Annotated[Annotated[int, msgspec.Meta(ge=0)] | None, _help(
         "Patches (~3 s) analysed per track; 0: every patch; unset: the engine's default.")] \
         = None
+    playlist_dir: Annotated[PathText, _help(
+        "Folder the engine's playlist.export writes playlists to; a relative path given to it "
+        "lands here. Empty: the playlists folder of the data folder.")] = ""
+    export_dirs: Annotated[list[PathText], _help(
+        "Further folders the engine's playlist.export may write playlists to (the command "
+        "line and the apps write files themselves, wherever you tell them).")] \
+        = msgspec.field(default_factory=list)
     plugins: Annotated[list[str] | str | None, _help(
         "Entry-point plugins to load: a list of names, \"*\" (all, the default) or \"-\" "
         "(none); DEEJAI_PLUGINS wins.")] = None
@@ -206,6 +213,11 @@ class Paths:
         return self.data_dir / "library.sqlite"
 
     @property
+    def playlist_dir(self) -> Path:
+        """Where playlists go unless the ``playlist_dir`` setting says otherwise."""
+        return self.data_dir / "playlists"
+
+    @property
     def log_file(self) -> Path:
         return self.state_dir / "deejai.log"
 
@@ -214,14 +226,15 @@ class Paths:
         return self.runtime_dir / "deejai.sock"
 
     def ensure(self) -> "Paths":
-        """Create the folders (the runtime folder with mode 0700) and return self."""
-        for d in (self.config_dir, self.data_dir, self.state_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        self.runtime_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            os.chmod(self.runtime_dir, 0o700)
-        except OSError:  # pragma: no cover - e.g. a filesystem without modes
-            pass
+        """Create the folders, each with mode 0700 (whatever the umask), and return self.
+
+        The library, the history of scans, the log and the settings (which may hold the MPD
+        password) are the user's alone: a folder that exists with looser bits is tightened.
+        """
+        from deejai.engine._fs import private_dir
+
+        for d in (self.config_dir, self.data_dir, self.state_dir, self.runtime_dir):
+            private_dir(d)
         return self
 
 

@@ -25,7 +25,10 @@ def configure_logging(log_file: "os.PathLike[str] | str", *, to_stderr: bool, de
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    file_handler = logging.handlers.RotatingFileHandler(
+    from deejai.engine._fs import PrivateRotatingFileHandler
+
+    # mode 0600: the log names the user's tracks and folders
+    file_handler = PrivateRotatingFileHandler(
         log_file, maxBytes=1 << 20, backupCount=3, encoding="utf-8"
     )
     file_handler.setFormatter(fmt)

@@ -49,6 +49,9 @@ def spawn_daemon(socket: str | os.PathLike | None = None, *,
 
         log_file = paths().ensure().state_dir / "daemon-started-by-app.log"
     cmd = daemon_command(socket)
+    from deejai.engine._fs import private_file
+
+    private_file(log_file)  # 0600: the daemon's output names the user's files
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True)
