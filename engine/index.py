@@ -13,12 +13,18 @@ interface:
   (phones) and tiny libraries.
 
 SQLite is the truth. An index is saved as a *sidecar* file beside the database
-(``library.<model>.index.npz``) that records the model, the dimension, the library id and the
-library revision it was built from; :func:`open_index` loads it, brings it up to date from the
-vectors SQLite wrote since that revision, or rebuilds it, so a search never sees stale vectors.
+(``library.<model>.index.npz``, mode 0600, written atomically) that records the model, the
+dimension, the number of vectors, the library id, the library revision it was built from and
+a checksum of the vectors it was built from (:func:`vectors_checksum`). The sidecar is a cache
+and is never trusted: :func:`open_index` loads it, brings it up to date from the vectors SQLite
+wrote since that revision, and then checks it against SQLite (ids, dimension, count, checksum,
+and the vectors it holds); a sidecar that cannot be read or does not match is rebuilt from
+SQLite with one warning line. So a search never sees stale or foreign vectors, and a damaged
+sidecar never blocks anything.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +45,7 @@ __all__ = [
     "load_index",
     "sidecar_path",
     "sidecar_info",
+    "vectors_checksum",
     "faiss_available",
     "HNSW_THRESHOLD",
 ]
@@ -60,6 +67,39 @@ HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
 
 _FORMAT = 1
+
+#: Rows compared at a time when an index's vectors are checked against SQLite's (bounds the
+#: memory of the check: 4096 x 200 float32 = 3.3 MB per side).
+_CHECK_ROWS = 4096
+#: Largest difference between a stored unit vector and SQLite's vector normalised again: the
+#: same float32 arithmetic gives the same bits; this leaves room for another NumPy build.
+_CHECK_ATOL = 1e-5
+
+
+def vectors_checksum(ids: np.ndarray, vectors: np.ndarray) -> str:
+    """A checksum of track vectors as SQLite holds them.
+
+    Parameters
+    ----------
+    ids : np.ndarray, int, shape (n,)
+        Track ids, ascending (:meth:`deejai.engine.library.Library.vectors` order).
+    vectors : np.ndarray, float, shape (n, d)
+        The vectors as stored (not normalised).
+
+    Returns
+    -------
+    str
+        32 hex characters: blake2b (128-bit digest) of ``n``, ``d``, the ids as int64
+        little-endian and the vectors as float32 little-endian, row by row.
+    """
+    ids = np.ascontiguousarray(np.asarray(ids, dtype="<i8").reshape(-1))
+    vecs = np.ascontiguousarray(np.asarray(vectors, dtype="<f4"))
+    d = int(vecs.shape[1]) if vecs.ndim == 2 and len(ids) else 0
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.array([len(ids), d], dtype="<i8").tobytes())
+    h.update(ids.tobytes())
+    h.update(vecs.tobytes())
+    return h.hexdigest()
 
 
 def faiss_available() -> bool:
@@ -118,15 +158,20 @@ class VectorIndex:
         Library revision the content corresponds to.
     library_id : str
         :attr:`deejai.engine.library.Library.library_id` of the source library.
+    checksum : str
+        :func:`vectors_checksum` of the SQLite vectors the content was built from ("" when
+        unknown: :func:`open_index` then rebuilds the index rather than trust it).
     """
 
     kind = "base"
 
-    def __init__(self, dim: int, *, model: str = "", revision: int = 0, library_id: str = "") -> None:
+    def __init__(self, dim: int, *, model: str = "", revision: int = 0, library_id: str = "",
+                 checksum: str = "") -> None:
         self.dim = int(dim)
         self.model = model
         self.revision = int(revision)
         self.library_id = library_id
+        self.checksum = checksum
 
     # -- interface
     @property
@@ -176,6 +221,11 @@ class VectorIndex:
         """Stored (unit) vectors of ``ids``, float32 (n, d); ``KeyError`` for an unknown id."""
         raise NotImplementedError
 
+    def content(self, rows: int = _CHECK_ROWS) -> Any:
+        """The stored vectors in chunks: yields ``(ids, vectors)`` (int64 (m,), float32
+        (m, d)) of at most ``rows`` vectors each, in storage order."""
+        raise NotImplementedError
+
     def _payload(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -186,7 +236,7 @@ class VectorIndex:
     # -- shared
     @property
     def meta(self) -> dict[str, Any]:
-        """``{kind, model, dim, revision, library_id, ntotal, format}``."""
+        """``{kind, model, dim, revision, library_id, ntotal, checksum, format}``."""
         return {
             "kind": self.kind,
             "model": self.model,
@@ -194,6 +244,7 @@ class VectorIndex:
             "revision": self.revision,
             "library_id": self.library_id,
             "ntotal": self.ntotal,
+            "checksum": self.checksum,
             "format": _FORMAT,
         }
 
@@ -206,7 +257,7 @@ class VectorIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"meta": np.array(json.dumps(self.meta)), **self._payload()}
-        with atomic_file(path, mode=0o644) as fh:
+        with atomic_file(path, private=True) as fh:  # 0600, as the library itself
             np.savez(fh, **arrays)
         return path
 
@@ -292,15 +343,23 @@ class NumpyIndex(VectorIndex):
         pos = {int(i): r for r, i in enumerate(self._ids)}
         return self._vectors[[pos[int(i)] for i in _ids(ids)]]
 
+    def content(self, rows: int = _CHECK_ROWS) -> Any:
+        for i in range(0, self.ntotal, rows):
+            yield self._ids[i:i + rows], self._vectors[i:i + rows]
+
     def _payload(self) -> dict[str, np.ndarray]:
         return {"ids": self._ids, "vectors": self._vectors}
 
     @classmethod
     def _from_payload(cls, meta: dict[str, Any], data: Any) -> "NumpyIndex":
         idx = cls(meta["dim"], model=meta["model"], revision=meta["revision"],
-                  library_id=meta.get("library_id", ""))
-        idx._ids = np.asarray(data["ids"], dtype=np.int64)
-        idx._vectors = np.asarray(data["vectors"], dtype=np.float32).reshape(-1, idx.dim)
+                  library_id=meta.get("library_id", ""), checksum=meta.get("checksum", ""))
+        ids = np.asarray(data["ids"], dtype=np.int64)
+        vectors = np.asarray(data["vectors"], dtype=np.float32)
+        if ids.ndim != 1 or vectors.ndim != 2 or vectors.shape != (len(ids), idx.dim):
+            raise ValueError(f"the payload holds {vectors.shape} vectors for {ids.shape} ids, "
+                             f"the metadata says dimension {idx.dim}")
+        idx._ids, idx._vectors = ids, vectors
         return idx
 
 
@@ -427,6 +486,17 @@ class FaissIndex(VectorIndex):
         scores[ids < 0] = -np.inf
         return scores, ids
 
+    def content(self, rows: int = _CHECK_ROWS) -> Any:
+        import faiss
+
+        n = self.ntotal
+        if not n:
+            return
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        for i in range(0, n, rows):
+            m = min(rows, n - i)
+            yield ids[i:i + m], self._index.index.reconstruct_n(i, m)
+
     def vectors_of(self, ids: Any) -> np.ndarray:
         out = np.empty((len(_ids(ids)), self.dim), np.float32)
         for r, i in enumerate(_ids(ids)):
@@ -446,10 +516,17 @@ class FaissIndex(VectorIndex):
         import faiss
 
         idx = cls(meta["dim"], meta["kind"].split("-", 1)[1], model=meta["model"],
-                  revision=meta["revision"], library_id=meta.get("library_id", ""))
+                  revision=meta["revision"], library_id=meta.get("library_id", ""),
+                  checksum=meta.get("checksum", ""))
         index = faiss.deserialize_index(np.asarray(data["faiss"], dtype=np.uint8))
         if not isinstance(index, faiss.IndexIDMap2):
             raise ValueError(f"expected an IndexIDMap2, found {type(index).__name__}")
+        if int(index.d) != idx.dim:
+            raise ValueError(f"the FAISS payload has dimension {index.d}, "
+                             f"the metadata says {idx.dim}")
+        if int(index.id_map.size()) != int(index.ntotal):
+            raise ValueError(f"the FAISS payload maps {index.id_map.size()} ids "
+                             f"for {index.ntotal} vectors")
         idx._index = index
         if idx.structure == "hnsw":
             faiss.downcast_index(idx._index.index).hnsw.efSearch = HNSW_EF_SEARCH
@@ -467,21 +544,40 @@ def load_index(path: str | os.PathLike) -> VectorIndex:
     """
     try:
         with np.load(str(path), allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
+            meta = _read_meta(data)
             if meta.get("format") != _FORMAT:
                 raise LibraryError(f"{path}: unknown index format {meta.get('format')!r}")
             kind = meta["kind"]
             if kind == "numpy":
-                return NumpyIndex._from_payload(meta, data)
-            if kind in ("faiss-flat", "faiss-hnsw"):
-                return FaissIndex._from_payload(meta, data)
-            raise LibraryError(f"{path}: unknown index kind {kind!r}")
+                index: VectorIndex = NumpyIndex._from_payload(meta, data)
+            elif kind in ("faiss-flat", "faiss-hnsw"):
+                index = FaissIndex._from_payload(meta, data)
+            else:
+                raise LibraryError(f"{path}: unknown index kind {kind!r}")
     except LibraryError:
         raise
     except ImportError:
         raise LibraryError(f"{path}: this index needs faiss, which is not installed") from None
-    except (OSError, ValueError, KeyError, RuntimeError, EOFError) as exc:
-        raise LibraryError(f"{path}: cannot read the vector index ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - a cache: any damage (zip, JSON, FAISS) is one line
+        reason = str(exc) or type(exc).__name__
+        raise LibraryError(f"{path}: cannot read the vector index ({reason})") from None
+    if index.ntotal != meta.get("ntotal"):
+        raise LibraryError(f"{path}: the vector index holds {index.ntotal} vectors, "
+                           f"its metadata says {meta.get('ntotal')}")
+    return index
+
+
+def _read_meta(data: Any) -> dict[str, Any]:
+    meta = json.loads(str(data["meta"]))
+    if not isinstance(meta, dict):
+        raise ValueError("the metadata is not an object")
+    for key, kind in (("dim", int), ("revision", int), ("ntotal", int), ("kind", str),
+                      ("model", str)):
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ValueError(f"the metadata has no valid {key!r}")
+    if meta["dim"] < 0 or meta["ntotal"] < 0:
+        raise ValueError("the metadata has a negative size")
+    return meta
 
 
 def sidecar_path(library: Any, model: str) -> Path:
@@ -500,14 +596,17 @@ def sidecar_info(library: Any, model: str) -> dict[str, Any] | None:
     dict or None
         The sidecar's ``meta`` (kind, model, dim, revision, library_id, ntotal) plus ``path``
         and ``fresh`` (it matches the library's id and current revision); None when there is
-        no readable sidecar.
+        no sidecar; ``{"path", "fresh": False, "damaged": reason}`` when it cannot be read
+        (the next playlist or scan rebuilds it). Never raises.
     """
     path = sidecar_path(library, model)
+    if not path.exists():
+        return None
     try:
         with np.load(str(path), allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError):
-        return None
+            meta = _read_meta(data)
+    except Exception as exc:  # noqa: BLE001 - a damaged cache is reported, never raised
+        return {"path": str(path), "fresh": False, "damaged": str(exc) or type(exc).__name__}
     meta["path"] = str(path)
     meta["fresh"] = (meta.get("library_id") == library.library_id
                      and meta.get("revision") == library.revision)
@@ -528,15 +627,20 @@ def _backend_of(index: VectorIndex) -> str:
 
 
 def open_index(library: Any, model: str, prefer: str = "faiss", *, save: bool = True) -> VectorIndex:
-    """The vector index of ``model``'s vectors in ``library``, guaranteed current.
+    """The vector index of ``model``'s vectors in ``library``, guaranteed current and checked.
 
-    Loads the sidecar file (:func:`sidecar_path`). When it is missing, unreadable, from another
-    library, model or dimension, or of the wrong backend, the index is rebuilt from SQLite.
-    When it is behind the library revision it is brought up to date: ids no longer in the
-    library are removed and vectors written after its revision are added (a flat index that has
-    grown past :data:`HNSW_THRESHOLD` is rebuilt as HNSW). Every read happens inside one SQLite
-    read transaction, so the result matches exactly one library revision, which the returned
-    index records in ``revision``.
+    Loads the sidecar file (:func:`sidecar_path`). When it is behind the library revision it
+    is brought up to date: ids no longer in the library are removed and vectors written after
+    its revision are added (a flat index that has grown past :data:`HNSW_THRESHOLD` is
+    rebuilt as HNSW). Then it is checked against SQLite: the same ids, dimension and count,
+    the checksum of SQLite's vectors (:func:`vectors_checksum`, when the sidecar was built at
+    the current revision) and the vectors themselves (each stored vector equals SQLite's,
+    normalised). A sidecar that is missing, cannot be read (truncated, 0 bytes, not a zip, a
+    damaged FAISS payload), is from another library or model, has another dimension, or fails
+    the check is rebuilt from SQLite — with one warning line, except when it is simply missing
+    or of the other backend — and written back atomically. Every read happens inside one
+    SQLite read transaction, so the result matches exactly one library revision, which the
+    returned index records in ``revision``.
 
     Parameters
     ----------
@@ -551,30 +655,40 @@ def open_index(library: Any, model: str, prefer: str = "faiss", *, save: bool = 
     Returns
     -------
     VectorIndex
+
+    Notes
+    -----
+    The check reads every vector of ``model`` from SQLite once (n x d float32: 80 MB for
+    100,000 tracks of 200-d) and compares them in chunks of ``_CHECK_ROWS`` rows; building an
+    HNSW index costs far more, and the Engine opens the index once per library revision.
     """
     if prefer not in ("faiss", "numpy", "auto"):
         raise ValueError(f"unknown index backend {prefer!r} (use 'faiss' or 'numpy')")
     backend = "faiss" if prefer in ("faiss", "auto") and faiss_available() else "numpy"
     path = sidecar_path(library, model)
     changed = False
+    problem: str | None = None  # why the sidecar was not used (warned about once)
     with library.snapshot():
         revision = library.revision
         library_id = library.library_id
-        db_ids = library.vector_ids(model)
+        db_ids, db_vecs = library.vectors(model)
+        dim = int(db_vecs.shape[1]) if len(db_ids) else 0
+        checksum = vectors_checksum(db_ids, db_vecs)
         index: VectorIndex | None = None
         if path.exists():
             try:
                 index = load_index(path)
             except LibraryError as exc:
-                log.warning("%s; rebuilding it", exc)
-                index = None
-        if index is not None and (
-            index.model != model
-            or index.library_id != library_id
-            or index.revision > revision
-            or _backend_of(index) != backend
-        ):
-            index = None
+                problem = str(exc)
+        if index is not None:
+            if _backend_of(index) != backend:
+                index = None  # the other backend was asked for: not damage
+            else:
+                problem = _mismatch(index, model=model, library_id=library_id,
+                                    revision=revision, dim=dim, checksum=checksum)
+                if problem is not None:
+                    problem = f"{path}: {problem}"
+                    index = None
         if index is not None and index.revision < revision:
             changed = True
             try:
@@ -600,19 +714,63 @@ def open_index(library: Any, model: str, prefer: str = "faiss", *, save: bool = 
             except ValueError as exc:
                 log.info("index update failed (%s); rebuilding", exc)
                 index = None
-        if index is not None and not np.array_equal(np.sort(index.ids()), db_ids):
-            log.warning("vector index %s does not match the library; rebuilding", path)
-            index = None
+        if index is not None:
+            reason = _content_mismatch(index, db_ids, db_vecs)
+            if reason is not None:
+                problem = f"{path}: {reason}"
+                index = None
         if index is None:
             changed = True
-            ids, vecs = library.vectors(model)
-            dim = int(vecs.shape[1]) if len(ids) else 0
-            index = _new_index(backend, ids, vecs, dim, model=model, revision=revision,
+            index = _new_index(backend, db_ids, db_vecs, dim, model=model, revision=revision,
                                library_id=library_id)
         index.revision = revision
+        index.checksum = checksum
+    if problem is not None:
+        log.warning("%s; rebuilt it from the library", problem)
     if changed and save:
         try:
             index.save(path)
         except OSError as exc:
             log.warning("cannot save the vector index to %s: %s", path, exc)
+    elif save:
+        from deejai.engine._fs import PRIVATE_FILE_MODE, tighten
+
+        tighten(path, PRIVATE_FILE_MODE)
     return index
+
+
+def _mismatch(index: VectorIndex, *, model: str, library_id: str, revision: int, dim: int,
+              checksum: str) -> str | None:
+    """Why a loaded sidecar cannot be this library's index (None: it may be, pending the
+    content check)."""
+    if index.model != model:
+        return f"the vector index is of the model {index.model!r}, not {model!r}"
+    if index.library_id != library_id:
+        return "the vector index belongs to another library"
+    if index.revision > revision:
+        return (f"the vector index is of library revision {index.revision}, "
+                f"newer than the library's {revision}")
+    if index.ntotal and dim and index.dim != dim:
+        return f"the vector index has dimension {index.dim}, the library's vectors {dim}"
+    if index.revision == revision and index.checksum != checksum:
+        return "the vector index was not built from the library's vectors (checksum differs)"
+    return None
+
+
+def _content_mismatch(index: VectorIndex, ids: np.ndarray, vectors: np.ndarray) -> str | None:
+    """Compare what ``index`` holds with SQLite's ``ids`` (sorted) and ``vectors``; None when
+    they match, else the reason."""
+    if index.ntotal != len(ids):
+        return f"the vector index holds {index.ntotal} vectors, the library {len(ids)}"
+    if not len(ids):
+        return None
+    if index.dim != vectors.shape[1]:
+        return f"the vector index has dimension {index.dim}, the library's vectors {vectors.shape[1]}"
+    if not np.array_equal(np.sort(index.ids()), ids):
+        return "the vector index holds other track ids than the library"
+    for chunk_ids, chunk_vecs in index.content():
+        rows = np.searchsorted(ids, chunk_ids)
+        expected = _normalise(vectors[rows], index.dim)
+        if not np.allclose(chunk_vecs, expected, atol=_CHECK_ATOL, rtol=0.0):
+            return "the vector index holds other vectors than the library"
+    return None
