@@ -9,12 +9,14 @@ the process ``exit_code`` the CLI uses::
     ├── ModelError                   model folder missing, card invalid, file mismatch
     │   └── BackendUnavailableError  no TFLite runtime can be imported
     ├── WorkerDiedError              a pool worker died while running a task
+    │   └── TaskTimeoutError         ... because it ran too long and was stopped
     ├── AudioError                   a file cannot be decoded (carries ``path``)
     │   ├── UnsupportedFormatError   no decoder reads this file
     │   └── EmptyAudioError          the file decodes to no samples
     ├── LibraryError                 the SQLite library cannot be used
     │   ├── LibraryEmptyError        nothing scanned yet (hint: run ``deejai scan``)
-    │   └── ScanRunningError         a scan already holds the library lock
+    │   ├── ScanRunningError         a scan already holds the library lock
+    │   └── LibraryDamagedError      the database file is damaged or was emptied
     ├── TrackNotFoundError           no track matches a path, id or query     exit 2
     ├── AmbiguousTrackError          several tracks match (carries ``candidates``)  exit 2
     ├── PlaylistError                a playlist cannot satisfy its constraints
@@ -45,12 +47,14 @@ __all__ = [
     "ModelError",
     "BackendUnavailableError",
     "WorkerDiedError",
+    "TaskTimeoutError",
     "AudioError",
     "UnsupportedFormatError",
     "EmptyAudioError",
     "LibraryError",
     "LibraryEmptyError",
     "ScanRunningError",
+    "LibraryDamagedError",
     "TrackNotFoundError",
     "AmbiguousTrackError",
     "PlaylistError",
@@ -107,6 +111,12 @@ class WorkerDiedError(DeejaiError):
     code = -32080
 
 
+class TaskTimeoutError(WorkerDiedError):
+    """A task ran past the pool's time limit; its worker was killed and replaced."""
+
+    code = -32081
+
+
 class AudioError(DeejaiError):
     """A file could not be decoded; ``str()`` names the file and the reason."""
 
@@ -146,6 +156,26 @@ class LibraryEmptyError(LibraryError):
 
 class ScanRunningError(LibraryError):
     code = -32032
+
+
+class LibraryDamagedError(LibraryError):
+    """The library database is damaged (a corrupt page, not a database) or was emptied.
+
+    ``str()`` names the file and says what to do (``deejai doctor``); nothing is written to
+    the file after this error.
+    """
+
+    code = -32033
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.path))
+
+    def data(self) -> dict[str, Any] | None:
+        return {"path": self.path} if self.path else None
 
 
 class TrackNotFoundError(DeejaiError):

@@ -1,10 +1,11 @@
 """The music library: one SQLite file, the truth every other structure is rebuilt from.
 
-Schema (``PRAGMA user_version`` 1; :data:`MIGRATIONS` upgrades older files in order)::
+Schema (``PRAGMA user_version`` 2; :data:`MIGRATIONS` upgrades older files in order)::
 
     tracks   id, path UNIQUE, size, mtime_ns, audio_hash, duration_s, title, artist, album,
-             albumartist, genre, year, tracknumber, status ('ok' | 'error'), error,
-             duplicate_of -> tracks.id, scanned_at (ISO 8601 UTC)
+             albumartist, genre, year, tracknumber, status ('ok' | 'error' | 'gone'), error,
+             error_kind ('permanent' | 'transient', for errors), duplicate_of -> tracks.id,
+             scanned_at (ISO 8601 UTC), removed_at (ISO 8601 UTC, for gone tracks)
     vectors  (track_id, model) -> vector, intro, outro (float32 little-endian blobs),
              n_patches, revision (library revision that wrote the row)
     tags     (track_id, model) -> probabilities (float32 little-endian blob)
@@ -17,10 +18,24 @@ committed state while a scan writes. There is one writer: the scan's main proces
 workers' results in batches, each batch one transaction, so killing the scan loses at most the
 uncommitted batch. Everything goes through sqlite-utils' :class:`~sqlite_utils.Database` over a
 connection in autocommit mode with explicit ``BEGIN``/``COMMIT`` (:meth:`Library.transaction`).
+
+A track the scan no longer finds is not deleted but marked *gone* (``removed_at``), with its
+vectors: when its audio comes back it gets its id and vectors back. Gone tracks are left out
+of every listing, count, search and playlist.
+
+Damage: a SQLite error that says the file is corrupt (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``)
+becomes a one-line :class:`~deejai.engine.errors.LibraryDamagedError` naming the file and
+``deejai doctor``; after it, the connection refuses to write. A scan first runs SQLite's quick
+check (:meth:`Library.require_healthy`), so nothing writes to a damaged file. A small state
+file beside the database (``library.sqlite.state.json``: library id, track count) records that
+a library existed, so that a 0-byte ``library.sqlite`` in its place is reported instead of
+being taken for a new, empty library. The database and its WAL files are mode 0600.
 """
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -33,15 +48,47 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from deejai.engine.catalogue import TAG_FIELDS
-from deejai.engine.errors import LibraryError
+from deejai.engine._fs import PRIVATE_FILE_MODE, atomic_write, private_dir, private_file, tighten
+from deejai.engine.errors import LibraryDamagedError, LibraryError
 
-__all__ = ["Library", "MIGRATIONS", "SCHEMA_VERSION", "TAG_FIELDS", "vector_to_blob", "blob_to_vector"]
+__all__ = ["Library", "MIGRATIONS", "SCHEMA_VERSION", "TAG_FIELDS", "vector_to_blob",
+           "blob_to_vector", "state_file", "is_corruption"]
+
+log = logging.getLogger(__name__)
 
 
 TRACK_COLUMNS = (
     "id", "path", "size", "mtime_ns", "audio_hash", "duration_s", *TAG_FIELDS,
-    "status", "error", "duplicate_of", "scanned_at",
+    "status", "error", "error_kind", "duplicate_of", "scanned_at", "removed_at",
 )
+
+#: SQLite result codes that mean the file itself is damaged (https://sqlite.org/rescode.html).
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True when the SQLite error ``exc`` says the database file is damaged or not one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return (code & 0xFF) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    text = str(exc).lower()  # pragma: no cover - Python < 3.11 has no sqlite_errorcode
+    return "malformed" in text or "not a database" in text
+
+
+def state_file(db_path: str | os.PathLike) -> Path:
+    """The small file beside the database that says a library exists there:
+    ``<db file>.state.json`` with ``library_id`` and ``tracks``."""
+    p = Path(db_path)
+    return p.with_name(p.name + ".state.json")
+
+
+def _read_state(db_path: Path) -> dict[str, Any] | None:
+    try:
+        with open(state_file(db_path), encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 def vector_to_blob(v: np.ndarray | None) -> bytes | None:
@@ -118,8 +165,48 @@ def _migration_1(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('library_id', ?)", (uuid.uuid4().hex,))
 
 
+def _migration_2(db: sqlite3.Connection) -> None:
+    """Removed tracks are kept as 'gone' (with ``removed_at``), so that a file that comes back
+    gets its id and vectors back; an error is 'permanent' (the file's own: decoding, format)
+    or 'transient' (a worker died, the file could not be read), which every scan retries.
+
+    SQLite cannot change a CHECK constraint in place: the table is rebuilt (the procedure of
+    https://sqlite.org/lang_altertable.html#otheralter; foreign keys are off meanwhile, see
+    :meth:`Library._migrate`). Errors recorded by the old scan when a worker died become
+    transient, so the next scan retries them.
+    """
+    old_cols = [r[1] for r in db.execute("PRAGMA table_info(tracks)")]
+    db.execute("""
+        CREATE TABLE tracks_v2 (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            audio_hash TEXT,
+            duration_s REAL,
+            title TEXT, artist TEXT, album TEXT, albumartist TEXT, genre TEXT,
+            year INTEGER, tracknumber INTEGER,
+            status TEXT NOT NULL DEFAULT 'ok' CHECK (status IN ('ok', 'error', 'gone')),
+            error TEXT,
+            error_kind TEXT CHECK (error_kind IS NULL OR error_kind IN ('permanent', 'transient')),
+            duplicate_of INTEGER REFERENCES tracks(id) ON DELETE SET NULL,
+            scanned_at TEXT,
+            removed_at TEXT
+        )""")
+    cols = ", ".join(old_cols)
+    db.execute(f"INSERT INTO tracks_v2 ({cols}) SELECT {cols} FROM tracks")
+    db.execute(
+        "UPDATE tracks_v2 SET error_kind = CASE WHEN error LIKE 'worker process % died%' "
+        "THEN 'transient' ELSE 'permanent' END WHERE status = 'error'"
+    )
+    db.execute("DROP TABLE tracks")
+    db.execute("ALTER TABLE tracks_v2 RENAME TO tracks")
+    db.execute("CREATE INDEX tracks_audio_hash ON tracks(audio_hash)")
+    db.execute("CREATE INDEX tracks_status ON tracks(status)")
+
+
 #: Schema migrations; ``MIGRATIONS[i]`` takes a file from ``user_version`` i to i + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -148,6 +235,9 @@ class Library:
     ------
     LibraryError
         When the file is not a SQLite database, is newer than this deejai, or cannot be opened.
+    LibraryDamagedError
+        When the file is damaged (an older file is never migrated then), or is 0 bytes where
+        the state file says a library was.
 
     Notes
     -----
@@ -165,8 +255,16 @@ class Library:
         self._lock = threading.RLock()
         self._dirty = False
         self._in_tx = False
+        #: Why this file is damaged (SQLite's words), once a read found it so; writes refuse.
+        self.damaged: str | None = None
+        self._healthy = False
+        self._check_not_emptied()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.exists():
+                private_dir(self.path.parent)
+            private_file(self.path)  # born 0600 (its WAL files take its mode), or tightened
+            for suffix in ("-wal", "-shm"):
+                tighten(str(self.path) + suffix, PRIVATE_FILE_MODE)
             conn = sqlite3.connect(
                 str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False
             )
@@ -182,11 +280,69 @@ class Library:
             if str(mode).lower() != "wal":  # pragma: no cover - e.g. a network filesystem
                 raise LibraryError(f"{self.path}: cannot switch the library to WAL mode ({mode})")
             conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()  # with foreign keys off: a migration may rebuild a table
             conn.execute("PRAGMA foreign_keys = ON")
-            self._migrate()
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if is_corruption(exc) and self.path.stat().st_size > 0 and _read_state(self.path):
+                raise self._damage(exc) from None
             raise LibraryError(f"{self.path}: not a deejai library ({exc})") from None
+        except LibraryError:
+            conn.close()
+            raise
+        self._record_state()
+
+    def _check_not_emptied(self) -> None:
+        """Refuse a 0-byte database where the state file says a library was."""
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            state = _read_state(self.path)
+            if state and state.get("library_id"):
+                log.warning("%s was missing: a new, empty library starts here (the old one "
+                            "held %s tracks)", self.path, state.get("tracks", "some"))
+            return  # a new library (the state file is rewritten for it)
+        state = _read_state(self.path)
+        if size == 0 and state and state.get("library_id"):
+            n = state.get("tracks")
+            what = f"a library of {n} tracks" if isinstance(n, int) else "a library"
+            raise LibraryDamagedError(
+                f"{self.path}: the library file is empty (0 bytes), but {what} was here; "
+                "restore it from a backup, or run `deejai doctor --reset` to start a new one",
+                path=str(self.path),
+            )
+
+    def _record_state(self, tracks: int | None = None) -> None:
+        """Write the state file when it is missing, names another library, or (``tracks``
+        given) holds another track count; failures to write are ignored (a read-only
+        folder)."""
+        state = _read_state(self.path) or {}
+        library_id = self.library_id
+        if state.get("library_id") == library_id and (tracks is None or state.get("tracks") == tracks):
+            return
+        if tracks is None:
+            tracks = state.get("tracks") if state.get("library_id") == library_id else None
+        data = {"library_id": library_id, "tracks": tracks,
+                "note": "deejai: a library exists beside this file (see docs/reliability.md)"}
+        try:
+            atomic_write(state_file(self.path), (json.dumps(data) + "\n").encode(), private=True)
+        except OSError:  # pragma: no cover - a read-only data folder
+            pass
+
+    def _damage(self, exc: BaseException) -> LibraryDamagedError:
+        """Remember that the file is damaged and return the one-line error to raise."""
+        self.damaged = str(exc)
+        return LibraryDamagedError(
+            f"{self.path}: the library database is damaged ({exc}); nothing more is written "
+            "to it. Run `deejai doctor` to check it and `deejai doctor --recover` to rebuild "
+            "it (docs/reliability.md)",
+            path=str(self.path),
+        )
+
+    def _sqlite_error(self, exc: sqlite3.Error) -> LibraryError:
+        if is_corruption(exc):
+            return self._damage(exc)
+        return LibraryError(f"{self.path}: {exc}")
 
     # ------------------------------------------------------------------ plumbing
 
@@ -199,6 +355,10 @@ class Library:
             )
         if version == SCHEMA_VERSION:
             return
+        if version > 0:
+            problem = self._quick_check()
+            if problem != "ok":  # never migrate (write to) a damaged file
+                raise self._damage(sqlite3.DatabaseError(problem))
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             # another process may have migrated while we waited for the write lock
@@ -206,10 +366,43 @@ class Library:
             for i in range(version, SCHEMA_VERSION):
                 MIGRATIONS[i](self.conn)
                 self.conn.execute(f"PRAGMA user_version = {i + 1}")
+            broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:  # pragma: no cover - a migration bug
+                raise LibraryError(f"{self.path}: migration broke {len(broken)} references")
             self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # pragma: no cover - SQLite rolled back already
+                pass
             raise
+
+    def _quick_check(self) -> str:
+        """SQLite's ``PRAGMA quick_check``: "ok", or what is wrong (one line)."""
+        try:
+            rows = self.conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
+        text = "; ".join(str(r[0]) for r in rows[:5])
+        return text + (f" (and {len(rows) - 5} more problems)" if len(rows) > 5 else "")
+
+    def require_healthy(self) -> None:
+        """Run SQLite's quick check once per connection (a scan does, before it writes).
+
+        Raises
+        ------
+        LibraryDamagedError
+            When the file is damaged; this connection then refuses every write.
+        """
+        if self.damaged is not None:
+            raise self._damage(sqlite3.DatabaseError(self.damaged))
+        if self._healthy:
+            return
+        with self._lock:
+            problem = self._quick_check()
+        if problem != "ok":
+            raise self._damage(sqlite3.DatabaseError(problem))
+        self._healthy = True
 
     @property
     def schema_version(self) -> int:
@@ -231,18 +424,29 @@ class Library:
             if self._in_tx:
                 yield self
                 return
-            self.conn.execute("BEGIN IMMEDIATE")
+            if self.damaged is not None:
+                raise self._damage(sqlite3.DatabaseError(self.damaged))
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._sqlite_error(exc) from None
             self._in_tx = True
             self._dirty = False
             try:
-                yield self
-                if self._dirty:
-                    self.conn.execute(
-                        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'"
-                    )
-                self.conn.execute("COMMIT")
+                try:
+                    yield self
+                    if self._dirty:
+                        self.conn.execute(
+                            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'"
+                        )
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    raise self._sqlite_error(exc) from None
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:  # SQLite rolled back already (a damaged page, a full disk)
+                    pass
                 raise
             finally:
                 self._in_tx = False
@@ -255,13 +459,22 @@ class Library:
             if self._in_tx:
                 yield self
                 return
-            self.conn.execute("BEGIN")
+            try:
+                self.conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise self._sqlite_error(exc) from None
             self._in_tx = True
             try:
-                yield self
+                try:
+                    yield self
+                except sqlite3.Error as exc:
+                    raise self._sqlite_error(exc) from None
             finally:
                 self._in_tx = False
-                self.conn.execute("COMMIT")
+                try:
+                    self.conn.execute("COMMIT")
+                except sqlite3.Error:  # nothing was written; a damaged file says so above
+                    pass
 
     def _require_tx(self) -> None:
         if not self._in_tx:
@@ -308,15 +521,19 @@ class Library:
     def _track_dict(row: dict[str, Any]) -> dict[str, Any]:
         return {k: row.get(k) for k in TRACK_COLUMNS}
 
-    def track(self, track_id: int) -> dict[str, Any] | None:
-        """The row of track ``track_id`` as a plain dict (all ``tracks`` columns), or None."""
-        rows = self._query("SELECT * FROM tracks WHERE id = ?", (int(track_id),))
+    def track(self, track_id: int, *, gone: bool = False) -> dict[str, Any] | None:
+        """The row of track ``track_id`` as a plain dict (all ``tracks`` columns), or None
+        (also for a gone track, unless ``gone=True``)."""
+        sql = "SELECT * FROM tracks WHERE id = ?" + ("" if gone else " AND status != 'gone'")
+        rows = self._query(sql, (int(track_id),))
         return self._track_dict(rows[0]) if rows else None
 
-    def track_by_path(self, path: str | os.PathLike) -> dict[str, Any] | None:
-        """The track stored at ``path`` (made absolute, not resolved), or None."""
+    def track_by_path(self, path: str | os.PathLike, *, gone: bool = False) -> dict[str, Any] | None:
+        """The track stored at ``path`` (made absolute, not resolved), or None (also for a
+        gone track, unless ``gone=True``)."""
         p = os.path.abspath(os.path.expanduser(os.fspath(path)))
-        rows = self._query("SELECT * FROM tracks WHERE path = ?", (p,))
+        sql = "SELECT * FROM tracks WHERE path = ?" + ("" if gone else " AND status != 'gone'")
+        rows = self._query(sql, (p,))
         return self._track_dict(rows[0]) if rows else None
 
     def tracks(
@@ -332,15 +549,19 @@ class Library:
             query without letters or digits none.
         limit : int, optional
             At most this many rows (ordered by artist, album, track number, path).
-        status : {"ok", "error", None}
-            Only tracks with this status; None for all.
+        status : {"ok", "error", "gone", None}
+            Only tracks with this status; None for every track in the library (ok and
+            error; "gone" lists the tracks removed by a scan).
         """
         where, params = [], []
         if status is not None:
-            if status not in ("ok", "error"):
-                raise LibraryError(f"unknown track status {status!r} (use 'ok' or 'error')")
+            if status not in ("ok", "error", "gone"):
+                raise LibraryError(
+                    f"unknown track status {status!r} (use 'ok', 'error' or 'gone')")
             where.append("status = ?")
             params.append(status)
+        else:
+            where.append("status != 'gone'")
         if query is not None and query.strip():
             ids = [int(r["id"]) for r in self._search_index(status).match(query)]
             if limit is not None:
@@ -367,8 +588,7 @@ class Library:
         from deejai.engine.search import SearchIndex
 
         sql = "SELECT id, path, artist, title, album FROM tracks"
-        if status is not None:
-            sql += " WHERE status = ?"
+        sql += " WHERE status = ?" if status is not None else " WHERE status != 'gone'"
         sql += _TRACK_ORDER
         args = (status,) if status is not None else ()
         if status != "ok":
@@ -393,9 +613,10 @@ class Library:
         )
 
     def errors(self) -> list[dict[str, Any]]:
-        """Files that failed to scan: ``{id, path, error, size, mtime_ns, scanned_at}``."""
+        """Files that failed to scan: ``{id, path, error, error_kind, size, mtime_ns,
+        scanned_at}``."""
         return self._query(
-            "SELECT id, path, error, size, mtime_ns, scanned_at FROM tracks "
+            "SELECT id, path, error, error_kind, size, mtime_ns, scanned_at FROM tracks "
             "WHERE status = 'error' ORDER BY path"
         )
 
@@ -405,7 +626,8 @@ class Library:
         Returns
         -------
         dict
-            ``tracks`` (ok), ``errors``, ``duplicates``, ``model`` (the model most vectors
+            ``tracks`` (ok), ``errors``, ``duplicates``, ``removed`` (gone tracks, kept so
+            that they get their ids back if their files come back), ``model`` (the model most vectors
             belong to, or None), ``hours`` (total duration of ok tracks), ``last_scan``
             (``{started, finished, summary}`` or None), ``size`` (bytes of the database and its
             WAL), ``revision``, ``path``.
@@ -413,6 +635,7 @@ class Library:
         with self.snapshot():
             counts = self._query(
                 "SELECT sum(status = 'ok') AS ok, sum(status = 'error') AS err, "
+                "sum(status = 'gone') AS gone, "
                 "sum(status = 'ok' AND duplicate_of IS NOT NULL) AS dup, "
                 "sum(CASE WHEN status = 'ok' THEN coalesce(duration_s, 0) ELSE 0 END) AS secs "
                 "FROM tracks"
@@ -443,6 +666,7 @@ class Library:
             "tracks": int(counts["ok"] or 0),
             "errors": int(counts["err"] or 0),
             "duplicates": int(counts["dup"] or 0),
+            "removed": int(counts["gone"] or 0),
             "model": models[0]["model"] if models else None,
             "hours": round(float(counts["secs"] or 0.0) / 3600.0, 3),
             "last_scan": last,
@@ -471,9 +695,10 @@ class Library:
 
     def scan_state(self, model: str) -> dict[str, dict[str, Any]]:
         """What a scan compares the file system with: ``path -> {id, size, mtime_ns, status,
-        audio_hash, has_vector}`` for every track (``has_vector``: a vector for ``model``)."""
+        error_kind, audio_hash, has_vector}`` for every track, gone ones included
+        (``has_vector``: a vector for ``model``)."""
         rows = self._query(
-            "SELECT t.id, t.path, t.size, t.mtime_ns, t.status, t.audio_hash, "
+            "SELECT t.id, t.path, t.size, t.mtime_ns, t.status, t.error_kind, t.audio_hash, "
             "(v.track_id IS NOT NULL) AS has_vector FROM tracks t "
             "LEFT JOIN vectors v ON v.track_id = t.id AND v.model = ?",
             (model,),
@@ -599,6 +824,8 @@ class Library:
             "duration_s": float(analysis.duration_s),
             **_tag_values(tags),
             "scanned_at": scanned_at or _now(),
+            "error_kind": None,
+            "removed_at": None,
         }
         track_id = self._upsert_track(values, status="ok", error=None)
         revision = self._next_revision()
@@ -621,11 +848,22 @@ class Library:
             )
         return track_id
 
-    def save_error(self, path: str, size: int, mtime_ns: int, error: str) -> int:
-        """Record that ``path`` failed to scan (status 'error'); drops its vectors and tags."""
+    def save_error(self, path: str, size: int, mtime_ns: int, error: str, *,
+                   kind: str = "permanent") -> int:
+        """Record that ``path`` failed to scan (status 'error'); drops its vectors and tags.
+
+        Parameters
+        ----------
+        kind : {"permanent", "transient"}
+            Permanent: the file's own fault (decoding, format), retried when it changes;
+            transient (a worker died, the file could not be read): every scan retries it
+            (:func:`deejai.engine.scan.error_kind`).
+        """
         self._require_tx()
+        if kind not in ("permanent", "transient"):
+            raise LibraryError(f"unknown error kind {kind!r} (use 'permanent' or 'transient')")
         values = {"path": str(path), "size": int(size), "mtime_ns": int(mtime_ns),
-                  "scanned_at": _now()}
+                  "scanned_at": _now(), "error_kind": kind, "removed_at": None}
         track_id = self._upsert_track(values, status="error", error=str(error))
         cur = self.conn.execute("DELETE FROM vectors WHERE track_id = ?", (track_id,))
         self.conn.execute("DELETE FROM tags WHERE track_id = ?", (track_id,))
@@ -649,11 +887,12 @@ class Library:
         """A file was moved or renamed: give track ``track_id`` its new path; vectors stay.
 
         ``tags`` (as :func:`deejai.engine.analyse.read_tags` returns them), when given, replace
-        the stored tags: a renamed file is often re-tagged too.
+        the stored tags: a renamed file is often re-tagged too. A *gone* track (removed by an
+        earlier scan) whose audio came back is live again.
         """
         self._require_tx()
         values: dict[str, Any] = {"path": str(path), "size": int(size), "mtime_ns": int(mtime_ns),
-                                  "scanned_at": _now()}
+                                  "scanned_at": _now(), "status": "ok", "removed_at": None}
         if tags is not None:
             values.update(_tag_values(tags))
         sets = ", ".join(f"{c} = ?" for c in values)
@@ -661,12 +900,25 @@ class Library:
         self._next_revision()
 
     def remove_tracks(self, track_ids: Sequence[int]) -> int:
-        """Delete tracks (their vectors and tags go with them); returns how many were deleted."""
+        """Remove tracks from the library; returns how many were removed.
+
+        An ok track becomes *gone*: left out of everything, but kept with its vectors, so that
+        when its audio comes back (:meth:`move_track`, or a scan that finds the same path) it
+        gets its id back. An error row is deleted (it holds nothing worth keeping).
+        """
         self._require_tx()
         n = 0
+        now = _now()
         for tid in track_ids:
-            n += self.conn.execute("DELETE FROM tracks WHERE id = ?", (int(tid),)).rowcount
+            n += self.conn.execute(
+                "UPDATE tracks SET status = 'gone', removed_at = ?, duplicate_of = NULL "
+                "WHERE id = ? AND status = 'ok'", (now, int(tid))).rowcount
+            n += self.conn.execute(
+                "DELETE FROM tracks WHERE id = ? AND status = 'error'", (int(tid),)).rowcount
         if n:
+            self.conn.execute(
+                "UPDATE tracks SET duplicate_of = NULL WHERE duplicate_of IN "
+                "(SELECT id FROM tracks WHERE status = 'gone')")
             self._next_revision()
         return n
 
@@ -685,7 +937,7 @@ class Library:
             " AND o.status = 'ok' AND o.id < tracks.id)"
             " WHERE status = 'ok' AND audio_hash IS NOT NULL"
         )
-        self.conn.execute("UPDATE tracks SET duplicate_of = NULL WHERE status = 'error'")
+        self.conn.execute("UPDATE tracks SET duplicate_of = NULL WHERE status != 'ok'")
         return int(
             self.conn.execute(
                 "SELECT count(*) FROM tracks WHERE status = 'ok' AND duplicate_of IS NOT NULL"
@@ -701,12 +953,51 @@ class Library:
                 (started, finished, json.dumps(list(roots)),
                  json.dumps(summary) if summary is not None else None),
             )
-            return int(cur.lastrowid)
+            scan_id = int(cur.lastrowid)
+        n = self.conn.execute("SELECT count(*) FROM tracks WHERE status = 'ok'").fetchone()[0]
+        self._record_state(tracks=int(n))
+        return scan_id
+
+    def count_under(self, folder: str | os.PathLike) -> int:
+        """Live tracks (ok or error) whose path is ``folder`` or lies under it."""
+        top = os.path.abspath(os.path.expanduser(os.fspath(folder)))
+        prefix = top.rstrip(os.sep) + os.sep
+        rows = self._query(
+            "SELECT count(*) AS n FROM tracks WHERE status != 'gone' AND "
+            "(path = ? OR substr(path, 1, ?) = ?)", (top, len(prefix), prefix))
+        return int(rows[0]["n"])
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: "ok" or SQLite's description of the damage."""
-        rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        try:
+            rows = self.conn.execute("PRAGMA integrity_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
         return "; ".join(str(r[0]) for r in rows)
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a :class:`Library` method: a SQLite error becomes a one-line LibraryError (a
+    damaged file: :class:`~deejai.engine.errors.LibraryDamagedError`) naming the file."""
+
+    @functools.wraps(fn)
+    def wrapper(self: "Library", *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._sqlite_error(exc) from None
+
+    return wrapper
+
+
+_UNGUARDED = {"close", "transaction", "snapshot", "require_healthy", "integrity_check"}
+for _name, _value in list(vars(Library).items()):
+    if _name.startswith("_") or _name in _UNGUARDED:
+        continue
+    if isinstance(_value, property) and _value.fget is not None:
+        setattr(Library, _name, property(_guarded(_value.fget), doc=_value.__doc__))
+    elif callable(_value) and not isinstance(_value, (staticmethod, classmethod)):
+        setattr(Library, _name, _guarded(_value))
 
 
 def _tag_values(tags: dict[str, Any]) -> dict[str, Any]:

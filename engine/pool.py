@@ -13,6 +13,11 @@ only that task fails, with :class:`~deejai.engine.errors.WorkerDiedError`, and a
 takes its place. Results come back as futures, so ``concurrent.futures.as_completed`` streams
 them as they finish.
 
+:meth:`WorkerPool.submit_fresh` runs a task in a worker process started for it alone, which
+exits afterwards: the scan retries a file whose worker died there, so that a worker's state
+(memory it grew, a library left broken by the crash of a neighbour thread) plays no part in
+the second try. One such worker runs at a time, beside the ``max_workers`` others.
+
 A manager thread in the parent dispatches tasks and collects results; it waits on every
 worker's pipe and process sentinel at once with :func:`multiprocessing.connection.wait`.
 Workers ignore ``SIGINT`` so that a Ctrl-C in a terminal reaches only the parent, which then
@@ -35,9 +40,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-from deejai.engine.errors import DeejaiError, WorkerDiedError
+from deejai.engine.errors import DeejaiError, TaskTimeoutError, WorkerDiedError
 
-__all__ = ["WorkerPool", "WorkerDiedError", "PoolBrokenError", "worker_state", "default_workers"]
+__all__ = ["WorkerPool", "WorkerDiedError", "TaskTimeoutError", "PoolBrokenError",
+           "worker_state", "default_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +163,10 @@ class _Worker:
     tasks_done: int = 0
     started_at: float = 0.0
     timed_out: bool = False
+    #: Started for one :meth:`WorkerPool.submit_fresh` task; told to exit after it.
+    dedicated: bool = False
+    #: Told to exit (a dedicated worker after its task): its exit is not a death.
+    retiring: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -225,6 +235,7 @@ class WorkerPool(Executor):
         self._ctx = mp_context or multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._pending: deque[_Task] = deque()
+        self._fresh: deque[_Task] = deque()  # tasks for a worker of their own
         self._workers: list[_Worker] = []
         self._ids = itertools.count()
         self._shutdown = False
@@ -266,6 +277,30 @@ class WorkerPool(Executor):
         self._wake()
         return fut
 
+    def submit_fresh(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """Like :meth:`submit`, but run the task in a worker process started for it alone.
+
+        The worker runs the initializer, then this one task, then exits; it is started beside
+        the ``max_workers`` others (one at a time: further fresh tasks wait for it to finish).
+        The scan retries a file whose worker died this way.
+
+        Raises
+        ------
+        RuntimeError
+            After :meth:`shutdown`.
+        PoolBrokenError
+            When the initializer failed in a worker.
+        """
+        with self._lock:
+            if self._broken is not None:
+                raise PoolBrokenError(str(self._broken))
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            fut: Future = Future()
+            self._fresh.append(_Task(next(self._ids), fn, args, kwargs, fut))
+        self._wake()
+        return fut
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks; workers exit once the queued tasks are done.
 
@@ -279,8 +314,9 @@ class WorkerPool(Executor):
         with self._lock:
             self._shutdown = True
             if cancel_futures:
-                while self._pending:
-                    self._pending.popleft().future.cancel()
+                for queue in (self._pending, self._fresh):
+                    while queue:
+                        queue.popleft().future.cancel()
         self._wake()
         if wait:
             self._thread.join()
@@ -290,15 +326,18 @@ class WorkerPool(Executor):
         with self._lock:
             self._shutdown = True
             self._terminated = True
-            while self._pending:
-                self._pending.popleft().future.cancel()
+            for queue in (self._pending, self._fresh):
+                while queue:
+                    queue.popleft().future.cancel()
         self._wake()
         self._thread.join()
 
     def worker_pids(self) -> list[int]:
-        """Process ids of the live workers (for tests and diagnostics)."""
+        """Process ids of the live regular workers (for tests and diagnostics); a worker
+        started for a :meth:`submit_fresh` task is not one of them."""
         with self._lock:
-            return [w.process.pid for w in self._workers if w.process.pid is not None]
+            return [w.process.pid for w in self._workers
+                    if w.process.pid is not None and not w.dedicated]
 
     # ------------------------------------------------------------------ internals
 
@@ -308,7 +347,7 @@ class WorkerPool(Executor):
         except (OSError, ValueError):  # pragma: no cover - closed during shutdown
             pass
 
-    def _start_worker(self) -> _Worker:
+    def _start_worker(self, *, dedicated: bool = False) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
             target=_worker_main,
@@ -318,18 +357,25 @@ class WorkerPool(Executor):
         )
         proc.start()
         child_conn.close()  # the parent keeps only its end, so EOF means the worker is gone
-        return _Worker(process=proc, conn=parent_conn)
+        return _Worker(process=proc, conn=parent_conn, dedicated=dedicated)
 
     def _dispatch(self) -> None:
-        """Give queued tasks to idle, ready workers."""
+        """Give queued tasks to idle, ready workers; start the worker of a fresh task."""
+        with self._lock:
+            want_fresh = bool(self._fresh) and not self._terminated and self._broken is None
+        if want_fresh and not any(w.dedicated for w in self._workers):
+            self._workers.append(self._start_worker(dedicated=True))
         for w in self._workers:
-            if not w.ready or w.task is not None:
+            if not w.ready or w.task is not None or w.retiring:
                 continue
+            if w.dedicated and w.tasks_done:
+                continue  # it ran its task and is on its way out
+            queue = self._fresh if w.dedicated else self._pending
             while True:
                 with self._lock:
-                    task = self._pending.popleft() if self._pending else None
+                    task = queue.popleft() if queue else None
                 if task is None:
-                    return
+                    break  # this worker's queue is empty; the next worker may have another
                 if not task.future.set_running_or_notify_cancel():
                     continue  # cancelled while queued
                 try:
@@ -364,10 +410,20 @@ class WorkerPool(Executor):
             if task is None or task.id != task_id:  # pragma: no cover - protocol error
                 log.error("worker %s answered an unknown task %s", w.pid, task_id)
                 return
+            if w.dedicated:
+                self._retire(w)  # one task each: a later fresh task gets a new process
             if kind == "ok":
                 task.future.set_result(payload)
             else:
                 task.future.set_exception(payload)
+
+    def _retire(self, w: _Worker) -> None:
+        """Ask worker ``w`` to exit once idle; its exit is then not reported as a death."""
+        w.retiring = True
+        try:
+            w.conn.send(None)
+        except (OSError, ValueError):
+            pass
 
     def _reap(self, w: _Worker) -> None:
         """A worker exited: fail its task and start a replacement (unless shutting down)."""
@@ -380,6 +436,8 @@ class WorkerPool(Executor):
         except OSError:  # pragma: no cover
             pass
         self._workers.remove(w)
+        if w.retiring and w.task is None:
+            return  # a dedicated worker that ran its task: no replacement, no warning
         if not w.ready:
             # the process died before it could run anything: its start-up is broken (an
             # unimportable __main__, a crashing initializer); a few tries, then give up
@@ -394,11 +452,16 @@ class WorkerPool(Executor):
         task, w.task = w.task, None
         if task is not None and not task.future.done():
             if w.timed_out:
-                reason = f"the task ran longer than {self._task_timeout_s:g} s and was stopped"
+                task.future.set_exception(TaskTimeoutError(
+                    f"the task ran longer than {self._task_timeout_s:g} s and was stopped"))
             else:
-                reason = (f"worker process {w.process.pid} died while running a task "
-                          f"({_describe_exit(exitcode)})")
-            task.future.set_exception(WorkerDiedError(reason))
+                task.future.set_exception(WorkerDiedError(
+                    f"worker process {w.process.pid} died while running a task "
+                    f"({_describe_exit(exitcode)})"))
+        if w.dedicated:
+            # the next fresh task (if any) gets a new process from _dispatch
+            log.warning("worker %s died (%s)", w.process.pid, _describe_exit(exitcode))
+            return
         with self._lock:
             # after shutdown(), a replacement is still needed while queued tasks wait to run
             stop = self._terminated or self._broken is not None or (
@@ -411,8 +474,9 @@ class WorkerPool(Executor):
 
     def _fail_pending(self, exc: BaseException) -> None:
         with self._lock:
-            tasks = list(self._pending)
+            tasks = list(self._pending) + list(self._fresh)
             self._pending.clear()
+            self._fresh.clear()
         for task in tasks:
             if task.future.set_running_or_notify_cancel():
                 task.future.set_exception(exc)
@@ -425,14 +489,15 @@ class WorkerPool(Executor):
                     broken = self._broken
                     shutdown = self._shutdown
                     terminated = self._terminated
-                    idle_queue = not self._pending
+                    idle_queue = not self._pending and not self._fresh
                 if terminated:
                     break
                 if broken is not None:
                     self._fail_pending(PoolBrokenError(f"worker initialisation failed: {broken}"))
                     if all(w.task is None for w in self._workers):
                         break
-                elif shutdown and idle_queue and all(w.task is None for w in self._workers):
+                elif shutdown and idle_queue and all(
+                        w.task is None for w in self._workers if not w.retiring):
                     break
                 self._dispatch()
                 objects: list[Any] = [self._wake_r]

@@ -7,12 +7,18 @@ A scan runs in four stages (beets' importer is a staged pipeline in the same spi
    loops end.
 2. **Diff** against the library (:func:`plan`): a path whose size and ``mtime_ns`` did not
    change is *unchanged* and its file is never opened; a new path whose audio hash equals a
-   track that vanished is a *move* (the track keeps its id and vectors); other new paths are
-   *added*, changed ones *updated*; vanished tracks under the roots are *removed*. Files that
-   failed before are retried only when they changed, or with ``retry_errors=True``.
+   track that vanished (now, or in an earlier scan) is a *move* (the track keeps its id and
+   vectors); other new paths are *added*, changed ones *updated*; vanished tracks under the
+   roots are *removed* — only when they are known to be gone (see below). Files that failed
+   with a decode or format error are retried only when they changed, or with
+   ``retry_errors=True``; files that failed for another reason (a *transient* error: their
+   worker died twice, the file could not be read) are retried by every scan.
 3. **Analyse** the work list in an executor — by default a :class:`~deejai.engine.pool.WorkerPool`
    whose workers each load the model once — with a bounded number of tasks in flight, so a
-   cancel is quick and memory stays flat.
+   cancel is quick and memory stays flat. A file whose worker died (``kill -9``, the OOM
+   killer, a segfault in a decoder) is tried once more, in a worker started for it
+   (:meth:`~deejai.engine.pool.WorkerPool.submit_fresh`); a second death records a transient
+   error.
 4. **Commit** results from the main process only (the single writer), in batches of
    ``batch_size`` results or every ``batch_seconds``, each batch one SQLite transaction; a
    killed scan loses at most one batch and the next scan picks up where it stopped. Duplicates
@@ -22,6 +28,26 @@ A scan runs in four stages (beets' importer is a staged pipeline in the same spi
 One scan per library at a time: an exclusive, non-blocking ``flock`` on ``<db>.scan.lock``
 beside the database. The kernel releases it when the process dies, so a killed scan never
 leaves a stale lock behind.
+
+When is a track *gone*? Only when the walk read the folder it was in and the file is not
+there, or read the nearest folder above it that exists and that folder is not empty (the
+track's album folder was deleted). A track is *kept* when a folder on its way could not be
+read (permission denied, an I/O error, a dangling symbolic link), when the nearest existing
+folder is empty (an unmounted mount point), or when its root is missing or holds no audio file
+at all (an unmounted drive); the summary says so in ``kept_why``. ``prune=True`` (``deejai
+scan --prune``) removes every track under the roots the walk did not find. A removed track
+stays in the library as *gone*, with its vectors: when its audio comes back (the same path,
+or a new path with the same audio hash), it gets its id and vectors back without analysis.
+
+Executors
+---------
+The analysis runs in any :class:`concurrent.futures.Executor`. Tasks are
+``analyse_file(path, model, patches)`` calls returning a
+:class:`~deejai.engine.analyse.TrackAnalysis`. A task's exception becomes the file's error
+row: :class:`~deejai.engine.errors.WorkerDiedError` (a worker died) is first retried, up to
+``retries`` times, through the executor's ``submit_fresh`` when it has one (else ``submit``),
+then recorded as transient; see :func:`error_kind` for the rest. An executor for a cluster
+raises ``WorkerDiedError`` for a task whose worker was lost to get the same treatment.
 """
 from __future__ import annotations
 
@@ -37,16 +63,24 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from deejai.engine._fs import lock_exclusive
-from deejai.engine.errors import AudioError, DeejaiError, ScanRunningError
+from deejai.engine._fs import PRIVATE_FILE_MODE, lock_exclusive, tighten
+from deejai.engine.errors import (
+    AudioError,
+    DeejaiError,
+    ScanRunningError,
+    TaskTimeoutError,
+    WorkerDiedError,
+)
 from deejai.engine.pool import WorkerPool, default_workers, worker_state
 
 __all__ = [
     "scan",
     "walk",
     "plan",
+    "error_kind",
     "ScanSummary",
     "ScanPlan",
+    "WalkReport",
     "FoundFile",
     "AUDIO_EXTENSIONS",
     "scan_lock",
@@ -63,6 +97,10 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (".mp3", ".flac", ".ogg", ".oga", ".wav", ".
 #: failed (a decoder stuck on a damaged file). Analysing an hour-long MP3 takes well under a
 #: minute on one core.
 TASK_TIMEOUT_S = 300.0
+
+#: Times a file whose worker died is tried again, each time in a fresh worker, before it is
+#: recorded as a transient error (which the next scan retries).
+RETRIES = 1
 
 ProgressCallback = Callable[[int, int, int, float, "float | None"], None]
 
@@ -97,6 +135,16 @@ class ScanSummary:
         The model the scan analysed with.
     skipped : list of str
         Folders or names the walk could not read (one line each, with the reason).
+    restored : int
+        Of ``moved``, tracks removed by an earlier scan whose audio came back: they got
+        their old id and vectors back without analysis.
+    kept : int
+        Tracks the walk did not find but which are not known to be gone (their folder could
+        not be read, is empty, or their root is missing), so they stay in the library.
+    kept_why : list of str
+        One line per folder or root whose tracks were kept, saying why and what to do.
+    retried : int
+        Files tried again in a fresh worker because their worker died.
     """
 
     added: int = 0
@@ -112,6 +160,10 @@ class ScanSummary:
     skipped: list[str] = field(default_factory=list)
     reanalysed: int = 0
     model: str = ""
+    restored: int = 0
+    kept: int = 0
+    kept_why: list[str] = field(default_factory=list)
+    retried: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict of the fields."""
@@ -138,6 +190,11 @@ class ScanPlan:
     moves: list[tuple[int, FoundFile]] = field(default_factory=list)  # (track id, new file)
     removed: list[int] = field(default_factory=list)
     unchanged: int = 0
+    #: Of ``moves``, the ids of tracks removed by an earlier scan that come back.
+    restored: set[int] = field(default_factory=set)
+    #: Tracks not found but kept (not known to be gone), and why, one line per folder.
+    kept: int = 0
+    kept_why: list[str] = field(default_factory=list)
     #: Unchanged files of ok tracks that have no vector for the scan's model (a library
     #: scanned with another model): analysed again, after the new and changed files.
     reanalyse: list[FoundFile] = field(default_factory=list)
@@ -168,7 +225,31 @@ def _storable(path: str) -> bool:
         return False
 
 
-def walk(roots: Sequence[str | os.PathLike], skipped: list[str] | None = None) -> list[FoundFile]:
+@dataclass
+class WalkReport:
+    """What a walk saw besides the files: which folders it read, and what it could not read.
+
+    Attributes
+    ----------
+    skipped : list of str
+        One line per folder or name that could not be read, with the reason.
+    listed : dict of str to int
+        Every folder whose listing was read -> how many visible (not hidden) entries it has.
+    unreadable : dict of str to str
+        Folders, roots and names that could not be read (or are dangling symbolic links) ->
+        the reason. What lies under them is unknown, not gone.
+    found : dict of str to int
+        Each root (absolute) -> audio files found under it.
+    """
+
+    skipped: list[str] = field(default_factory=list)
+    listed: dict[str, int] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    found: dict[str, int] = field(default_factory=dict)
+
+
+def walk(roots: Sequence[str | os.PathLike], skipped: list[str] | None = None, *,
+         report: WalkReport | None = None) -> list[FoundFile]:
     """Find the audio files under ``roots``.
 
     Parameters
@@ -177,6 +258,9 @@ def walk(roots: Sequence[str | os.PathLike], skipped: list[str] | None = None) -
         Folders (walked recursively) or single audio files.
     skipped : list, optional
         Receives one line per folder or name that could not be read.
+    report : WalkReport, optional
+        Receives the folders read and what could not be read (:func:`plan` uses it to tell
+        a file that is gone from one that could not be seen).
 
     Returns
     -------
@@ -186,26 +270,38 @@ def walk(roots: Sequence[str | os.PathLike], skipped: list[str] | None = None) -
         visited once (its ``(st_dev, st_ino)``), so symlink loops end; a file reached twice by
         the same path is listed once.
     """
-    skipped = skipped if skipped is not None else []
+    rep = report if report is not None else WalkReport()
+    if skipped is None:
+        skipped = rep.skipped
     found: dict[str, FoundFile] = {}
     seen_dirs: set[tuple[int, int]] = set()
 
-    def add_file(path: str, st: os.stat_result) -> None:
+    def cannot_read(path: str, why: str) -> None:
+        skipped.append(f"{path}: {why}")
+        if skipped is not rep.skipped:
+            rep.skipped.append(f"{path}: {why}")
+        rep.unreadable[path] = why
+
+    def add_file(path: str, st: os.stat_result) -> bool:
         if not _storable(path):
             skipped.append(f"{path!r}: the name is not valid UTF-8")
-            return
+            return False
         found.setdefault(path, FoundFile(path, int(st.st_size), int(st.st_mtime_ns)))
+        return True
 
     for root in roots:
         top = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        before = len(found)
         try:
             st = os.stat(top)
         except OSError as exc:
-            skipped.append(f"{top}: {exc.strerror or exc}")
+            cannot_read(top, exc.strerror or str(exc))
+            rep.found[top] = 0
             continue
         if stat.S_ISREG(st.st_mode):
             if _ext_rank(top) >= 0:
                 add_file(top, st)
+            rep.found[top] = len(found) - before
             continue
         stack = [top]
         while stack:
@@ -213,39 +309,81 @@ def walk(roots: Sequence[str | os.PathLike], skipped: list[str] | None = None) -
             try:
                 fst = os.stat(folder)
             except OSError as exc:
-                skipped.append(f"{folder}: {exc.strerror or exc}")
+                cannot_read(folder, exc.strerror or str(exc))
                 continue
             key = (fst.st_dev, fst.st_ino)
             if key in seen_dirs:
+                rep.listed.setdefault(folder, 1)  # read by another path: known, not empty
                 continue
             seen_dirs.add(key)
             try:
                 with os.scandir(folder) as it:
                     entries = list(it)
             except OSError as exc:
-                skipped.append(f"{folder}: {exc.strerror or exc}")
+                cannot_read(folder, exc.strerror or str(exc))
                 continue
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
+            visible = [e for e in entries if not e.name.startswith(".")]
+            rep.listed[folder] = len(visible)
+            for entry in visible:
                 try:
                     if entry.is_dir():  # follows symlinks; loops end at seen_dirs
                         stack.append(entry.path)
-                    elif _ext_rank(entry.name) >= 0:
-                        if entry.is_file():
+                    elif entry.is_file():
+                        if _ext_rank(entry.name) >= 0:
                             add_file(entry.path, entry.stat())
-                        elif entry.is_symlink():
-                            skipped.append(f"{entry.path}: broken symbolic link")
-                except OSError as exc:  # a dangling link, a file removed meanwhile
-                    skipped.append(f"{entry.path}: {exc.strerror or exc}")
+                    elif entry.is_symlink():
+                        # a link to a folder on an unmounted drive, or a file that is gone:
+                        # what it pointed at is unknown, not gone
+                        if not os.path.exists(entry.path):
+                            cannot_read(entry.path, "broken symbolic link")
+                except OSError as exc:  # a name that cannot be stat'ed, a file removed meanwhile
+                    cannot_read(entry.path, exc.strerror or str(exc))
+        rep.found[top] = sum(1 for p in found if p == top or p.startswith(top.rstrip(os.sep) + os.sep))
     return sorted(found.values(), key=lambda f: (_ext_rank(f.path), f.path))
 
 
-def _under(path: str, roots: Sequence[str]) -> bool:
-    for root in roots:
-        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
-            return True
-    return False
+def _why_kept(path: str, root: str, rep: WalkReport) -> tuple[str, str] | None:
+    """None when the track at ``path`` (under ``root``) is known to be gone; else
+    ``(folder, reason)``: the folder or root whose state hides it."""
+    if root in rep.unreadable:
+        return root, "missing" if not os.path.lexists(root) else "unreadable"
+    if rep.found.get(root, 0) == 0:
+        return root, "no audio"
+    if path in rep.unreadable:
+        return path, "unreadable"
+    chain = [root]
+    rel = os.path.relpath(os.path.dirname(path), root)
+    if rel != ".":
+        for part in rel.split(os.sep):
+            chain.append(os.path.join(chain[-1], part))
+    parent: str | None = None
+    for folder in chain:
+        if folder in rep.unreadable:
+            return folder, "unreadable"
+        if folder not in rep.listed:
+            # not in its parent's listing: deleted (or hidden, or never a folder)
+            if parent is not None and rep.listed[parent] == 0:
+                return parent, "empty"
+            return None
+        parent = folder
+    if parent is not None and rep.listed[parent] == 0:
+        return parent, "empty"
+    return None  # its folder was read and the file is not in it
+
+
+def _kept_line(folder: str, reason: str, n: int, why: str | None = None) -> str:
+    tracks = f"{n} track{'s' if n != 1 else ''}"
+    if reason == "missing":
+        return (f"{folder}: not found; its {tracks} are kept (an unmounted drive?); "
+                "`deejai scan --prune` removes them")
+    if reason == "no audio":
+        return (f"{folder}: no audio files found; its {tracks} are kept (an unmounted drive?); "
+                "`deejai scan --prune` removes them")
+    if reason == "empty":
+        return (f"{folder}: the folder is empty; its {tracks} are kept (an unmounted drive?); "
+                "`deejai scan --prune` removes them")
+    because = f" ({why})" if why else ""
+    return f"{folder}: could not be read{because}; its {tracks} are kept until it can be read"
 
 
 def file_audio_hash(path: str) -> str:
@@ -264,6 +402,8 @@ def plan(
     model: str,
     retry_errors: bool = False,
     hasher: Callable[[str], str] = file_audio_hash,
+    report: WalkReport | None = None,
+    prune: bool = False,
 ) -> ScanPlan:
     """Compare the walk with the library.
 
@@ -277,9 +417,18 @@ def plan(
     model : str
         A track without a vector for this model is analysed again.
     retry_errors : bool
-        Analyse files that failed before even when they did not change.
+        Analyse files that failed before even when they did not change (files with a
+        transient error are analysed again anyway).
     hasher : callable
-        ``path -> audio hash``; called only for new files while tracks have vanished.
+        ``path -> audio hash``; called only for new files while tracks have vanished (in
+        this walk, or removed by an earlier scan).
+    report : WalkReport, optional
+        The walk's report: a track the walk did not find is removed only when it is known to
+        be gone (module docstring). None: every track under the roots that the walk did not
+        find is gone (as with ``prune``).
+    prune : bool
+        Remove every track under the roots that the walk did not find, even where its folder
+        could not be read or its root is missing or empty.
 
     Returns
     -------
@@ -296,8 +445,16 @@ def plan(
             new.append(f)
             continue
         same = row["size"] == f.size and row["mtime_ns"] == f.mtime_ns
-        if row["status"] == "error":
-            if same and not retry_errors:
+        if row["status"] == "gone":
+            # removed by an earlier scan, back at the same path
+            if same and row["has_vector"]:
+                out.moves.append((int(row["id"]), f))
+                out.restored.add(int(row["id"]))
+            else:
+                out.changed.append(f)  # analysed again under its old id
+        elif row["status"] == "error":
+            transient = row.get("error_kind") == "transient"
+            if same and not retry_errors and not transient:
                 out.unchanged += 1
             else:
                 out.changed.append(f)
@@ -308,13 +465,36 @@ def plan(
         else:
             out.changed.append(f)
     abs_roots = [os.path.abspath(os.path.expanduser(os.fspath(r))) for r in roots]
-    vanished = {
-        path: row for path, row in state.items() if path not in seen and _under(path, abs_roots)
-    }
+    vanished: dict[str, dict[str, Any]] = {}
+    kept: dict[tuple[str, str], int] = {}
+    for path, row in state.items():
+        if path in seen or row["status"] == "gone":
+            continue
+        root = _root_of(path, abs_roots)
+        if root is None:
+            continue
+        why = None if (prune or report is None) else _why_kept(path, root, report)
+        if why is None:
+            vanished[path] = row
+        else:
+            kept[why] = kept.get(why, 0) + 1
+    out.kept = sum(kept.values())
+    out.kept_why = [_kept_line(folder, reason, n, report.unreadable.get(folder) if report else None)
+                    for (folder, reason), n in sorted(kept.items())]
     by_hash: dict[str, list[int]] = {}
+    has_vector: dict[int, bool] = {}
     for row in vanished.values():
         if row["status"] == "ok" and row["audio_hash"]:
             by_hash.setdefault(row["audio_hash"], []).append(int(row["id"]))
+            has_vector[int(row["id"])] = bool(row["has_vector"])
+    gone_ids: set[int] = set()
+    for path, row in sorted(state.items(), key=lambda kv: -int(kv[1]["id"])):
+        # removed by an earlier scan (the latest tracks first), not back at their own path:
+        # their audio may come back elsewhere
+        if row["status"] == "gone" and path not in seen and row["audio_hash"]:
+            by_hash.setdefault(row["audio_hash"], []).append(int(row["id"]))
+            has_vector[int(row["id"])] = bool(row["has_vector"])
+            gone_ids.add(int(row["id"]))
     moved_ids: set[int] = set()
     for f in new:
         if by_hash:
@@ -330,10 +510,24 @@ def plan(
                     del by_hash[h]
                 moved_ids.add(tid)
                 out.moves.append((tid, f))
+                if tid in gone_ids:
+                    out.restored.add(tid)
+                if not has_vector.get(tid, True):
+                    out.reanalyse.append(f)  # back, but without a vector for this model
                 continue
         out.new.append(f)
     out.removed = sorted(int(r["id"]) for r in vanished.values() if int(r["id"]) not in moved_ids)
     return out
+
+
+def _root_of(path: str, roots: Sequence[str]) -> str | None:
+    """The longest root ``path`` lies under (or is), or None."""
+    best: str | None = None
+    for root in roots:
+        if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+            if best is None or len(root) > len(best):
+                best = root
+    return best
 
 
 # ------------------------------------------------------------------------------------ locking
@@ -356,7 +550,8 @@ def scan_lock(library: Any) -> Iterator[Path]:
     """
     path = lock_path(library)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(str(path), os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    tighten(path, PRIVATE_FILE_MODE)
     try:
         try:
             lock_exclusive(fd)
@@ -461,6 +656,21 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def error_kind(exc: BaseException) -> str:
+    """How a file's failure is recorded: ``"permanent"`` or ``"transient"``.
+
+    Permanent errors are the file's own: it cannot be decoded or has no audio
+    (:class:`~deejai.engine.errors.AudioError`), or a decoder ran past the time limit on it
+    (:class:`~deejai.engine.errors.TaskTimeoutError`); the file is analysed again when it
+    changes, or with ``retry_errors``. Everything else is transient — the worker died (after
+    its retries), the file could not be read (an ``OSError``: permissions, a drive that went
+    away), an unexpected exception — and the next scan tries the file again.
+    """
+    if isinstance(exc, (AudioError, TaskTimeoutError)):
+        return "permanent"
+    return "transient"
+
+
 def scan(
     library: Any,
     roots: Sequence[str | os.PathLike],
@@ -479,6 +689,8 @@ def scan(
     on_plan: Callable[[ScanPlan], None] | None = None,
     threads: int = 1,
     variant: str | None = None,
+    prune: bool = False,
+    retries: int = RETRIES,
 ) -> ScanSummary:
     """Bring ``library`` up to date with the audio files under ``roots``.
 
@@ -525,6 +737,13 @@ def scan(
         ``on_plan(plan)`` with the :class:`ScanPlan` once the walk is compared with the
         library, before any analysis (front ends say how many tracks are analysed again for a
         new model).
+    prune : bool
+        Remove every track under ``roots`` that the walk did not find, also where a folder
+        could not be read or a root is missing or empty (by default those are kept, and the
+        summary's ``kept_why`` says why).
+    retries : int
+        Times a file whose worker died is tried again in a fresh worker (the executor's
+        ``submit_fresh`` where it has one) before it is recorded as a transient error.
 
     Returns
     -------
@@ -534,6 +753,8 @@ def scan(
     ------
     ScanRunningError
         When another scan holds this library's lock.
+    LibraryDamagedError
+        When the database fails SQLite's quick check: nothing is written to it.
     ModelError, BackendUnavailableError
         When the model cannot be loaded in the workers (nothing is analysed).
     """
@@ -546,10 +767,16 @@ def scan(
     summary = ScanSummary(model=model)
     started = _now()
     with scan_lock(library):
-        files = walk(abs_roots, summary.skipped)
+        library.require_healthy()  # never write to a damaged database
+        report = WalkReport(skipped=summary.skipped)
+        files = walk(abs_roots, report=report)
         summary.files = len(files)
-        todo = plan(library, files, abs_roots, model=model, retry_errors=retry_errors)
+        todo = plan(library, files, abs_roots, model=model, retry_errors=retry_errors,
+                    report=report, prune=prune)
         summary.unchanged = todo.unchanged
+        summary.kept, summary.kept_why = todo.kept, list(todo.kept_why)
+        for line in todo.kept_why:
+            log.warning("%s", line)
         if on_plan is not None:
             on_plan(todo)
         if todo.moves or todo.removed:
@@ -560,13 +787,14 @@ def scan(
                     library.move_track(tid, f.path, f.size, f.mtime_ns, tags=read_tags(f.path))
                 summary.removed = library.remove_tracks(todo.removed)
             summary.moved = len(todo.moves)
+            summary.restored = len(todo.restored)
         if todo.work and should_stop is not None and should_stop():
             summary.cancelled = True  # cancelled before any worker started
         elif todo.work:
             _analyse_all(library, todo, summary, workers=workers, executor=executor,
                          model=model, on_progress=on_progress, should_stop=should_stop,
                          batch_seconds=batch_seconds, batch_size=batch_size, on_result=on_result,
-                         patches=patches, threads=threads, variant=variant)
+                         patches=patches, threads=threads, variant=variant, retries=retries)
         elif on_progress is not None:
             on_progress(0, 0, 0, 0.0, 0.0)
         with library.transaction():
@@ -600,6 +828,7 @@ def _analyse_all(
     patches: int | None = None,
     threads: int = 1,
     variant: str | None = None,
+    retries: int = RETRIES,
 ) -> None:
     work = todo.work
     is_new = {f.path for f in todo.new}
@@ -614,6 +843,8 @@ def _analyse_all(
     else:
         parallel = int(getattr(executor, "_max_workers", None) or workers or default_workers())
     window = max(2, 2 * parallel)
+    submit_fresh = getattr(executor, "submit_fresh", None) or executor.submit
+    attempts: dict[str, int] = {}  # path -> retries used so far
     pending: dict[Future, FoundFile] = {}
     batch: list[tuple[FoundFile, Any, BaseException | None]] = []
     done = errors = 0
@@ -637,7 +868,10 @@ def _analyse_all(
                         summary.updated += 1
                         summary.reanalysed += f.path in is_reanalysis
                 else:
-                    library.save_error(f.path, f.size, f.mtime_ns, _error_text(exc))
+                    text = _error_text(exc)
+                    if attempts.get(f.path):
+                        text += " (it died again on the retry in a fresh worker)"
+                    library.save_error(f.path, f.size, f.mtime_ns, text, kind=error_kind(exc))
                     summary.errors += 1
         if on_result is not None:
             for _, result, exc in batch:
@@ -682,6 +916,15 @@ def _analyse_all(
                 else:
                     if _is_fatal(exc):
                         raise exc
+                    if (isinstance(exc, WorkerDiedError) and not isinstance(exc, TaskTimeoutError)
+                            and attempts.get(f.path, 0) < retries and not cancelled):
+                        # the worker died under it (kill -9, OOM killer, a decoder's segfault):
+                        # once more, in a worker of its own, before it counts as failed
+                        attempts[f.path] = attempts.get(f.path, 0) + 1
+                        summary.retried += 1
+                        log.warning("%s: %s; trying it again in a fresh worker", f.path, exc)
+                        pending[submit_fresh(analyse_file, f.path, model, patches)] = f
+                        continue
                     batch.append((f, None, exc))
                     errors += 1
                 done += 1

@@ -266,20 +266,25 @@ class Engine:
 
     # ------------------------------------------------------------------ scan
     @exposed("library.scan", result='`{"job": str}` at once; the scan runs in the background',
-             notes={"patches": "patches per track; 0: every patch"})
+             notes={"patches": "patches per track; 0: every patch",
+                    "paths": "absolute; `~` is expanded",
+                    "prune": "also remove tracks under missing, empty or unreadable folders"})
     def scan(
         self,
         paths: Sequence[str] | None = None,
         workers: int | None = None,
         retry_errors: bool = False,
         patches: int | None = None,
+        prune: bool = False,
     ) -> dict[str, Any]:
         """Start a scan of ``paths`` in the background and return ``{"job": id}`` at once.
 
         Parameters
         ----------
         paths : list of str, optional
-            Folders (or files) to scan; default: the settings' ``music_dirs``.
+            Folders (or files) to scan, as absolute paths (``~`` is expanded; a relative path
+            is refused, as the daemon does not share the caller's working folder); default:
+            the settings' ``music_dirs``.
         workers : int, optional
             Worker processes; default: the settings' ``workers`` or the number of CPU cores.
         retry_errors : bool
@@ -289,20 +294,36 @@ class Engine:
             track; 0 analyses every patch. Default: the ``patches`` setting, else
             :data:`deejai.engine.analyse.DEFAULT_PATCHES`. Tracks already in the library keep
             their vectors until they change.
+        prune : bool
+            Remove every track under ``paths`` that the scan does not find. By default a
+            track is removed only when its file is known to be gone: tracks under a folder
+            that cannot be read, an empty folder or a missing root (an unmounted drive) are
+            kept, and the summary's ``kept_why`` says so.
 
         Raises
         ------
         ScanRunningError
             When this engine is already scanning.
         ConfigError
-            When no folder is given and none is configured.
+            When no folder is given and none is configured, a path is relative or empty, or
+            a path does not exist and the library holds no track under it.
         """
-        # absolute already: the front end (or the settings loader) made them so, at the edge
-        roots = [str(p) for p in (paths or self.settings.get("music_dirs") or [])]
+        # absolute already: the front end (or the settings loader) made them so, at the edge;
+        # a relative one would resolve against the daemon's working folder, so it is refused
+        roots = []
+        for p in (paths or self.settings.get("music_dirs") or []):
+            text = os.path.expanduser(str(p))
+            if not text.strip() or not os.path.isabs(text):
+                raise ConfigError(
+                    f"{str(p)!r} is not an absolute path: give music folders as absolute paths "
+                    "(the daemon does not share your working folder)")
+            roots.append(os.path.normpath(text))
         if not roots:
             raise ConfigError("no music folder given: run `deejai scan ~/Music`")
+        self._library()  # an emptied or unreadable library is refused here, not in the job
         for root in roots:
-            if not os.path.exists(root):
+            # a missing root that holds tracks is an unmounted drive: the scan keeps them
+            if not os.path.exists(root) and not self._library().count_under(root):
                 raise ConfigError(f"{root}: no such file or folder")
         n_workers = workers or int(self.settings.get("workers") or 0) or None
         if patches is None and self.settings.get("patches") is not None:
@@ -317,7 +338,7 @@ class Engine:
             self._jobs[job.job] = job
         job.thread = threading.Thread(
             target=self._run_scan,
-            args=(job, n_workers, bool(retry_errors), patches),
+            args=(job, n_workers, bool(retry_errors), patches, bool(prune)),
             name=f"deejai-scan-{job.job}",
             daemon=True,
         )
@@ -325,7 +346,8 @@ class Engine:
         return {"job": job.job}
 
     def _run_scan(
-        self, job: ScanJob, workers: int | None, retry_errors: bool, patches: int | None = None
+        self, job: ScanJob, workers: int | None, retry_errors: bool, patches: int | None = None,
+        prune: bool = False,
     ) -> None:
         from deejai.engine.library import Library
         from deejai.engine.scan import scan as run_scan
@@ -367,6 +389,7 @@ class Engine:
                 patches=patches,
                 on_plan=on_plan,
                 variant=str(self.settings.get("model_variant") or "auto"),
+                prune=prune,
             )
             job.summary = summary.to_dict()
             job.state = "cancelled" if job.summary.get("cancelled") else "finished"
@@ -595,22 +618,60 @@ class Engine:
             Exporter name (``m3u8``, ``xspf``, ``json``, or a plugin's); default: from the
             extension of ``path``, else ``m3u8``.
         path : str, optional
-            Write the file there atomically; when None the content is returned.
+            Write the file there atomically; when None the content is returned. A relative
+            path lands in the playlist folder (the ``playlist_dir`` setting; default
+            ``<data dir>/playlists``), never in the engine's working folder. The engine
+            writes only into that folder or one of the ``export_dirs`` setting (symbolic
+            links resolved): a client of the daemon cannot write the user's other files.
+            Front ends that save where the user says (the command line, the apps) render
+            with ``path=None`` or write through their own exporters.
 
         Returns
         -------
         dict
             ``{"format", "path"}`` when written, ``{"format", "content"}`` otherwise.
+
+        Raises
+        ------
+        ConfigError
+            An unknown format, or a path outside the folders the settings allow.
         """
         from deejai.engine.export import as_playlist
 
         pl = as_playlist(playlist)
         if path is not None:
-            written, name = self.exporters.write(pl, path, format=format)
+            target = self._export_target(path)
+            written, name = self.exporters.write(pl, target, format=format)
             return {"format": name, "path": str(written)}
         name = format or "m3u8"
         content = self.exporters.render(pl, name)
         return {"format": self.exporters.get(name).name, "content": content.decode("utf-8")}
+
+    def _export_target(self, path: str) -> str:
+        """The absolute file :meth:`export` may write for ``path`` (see there).
+
+        Raises
+        ------
+        ConfigError
+            When ``path`` is empty or its folder lies outside the playlist folder and the
+            ``export_dirs`` setting.
+        """
+        base = self.settings.get("playlist_dir") or str(self.paths.playlist_dir)
+        allowed = [str(base), *(str(d) for d in self.settings.get("export_dirs") or [])]
+        text = os.path.expanduser(str(path))
+        if not text.strip() or text.endswith(("/", os.sep)):
+            raise ConfigError(f"{str(path)!r} is not a playlist file name")
+        target = os.path.normpath(text if os.path.isabs(text) else os.path.join(base, text))
+        folder = os.path.realpath(os.path.dirname(target))
+        for root in allowed:
+            real_root = os.path.realpath(root)
+            if folder == real_root or folder.startswith(real_root.rstrip(os.sep) + os.sep):
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                return target
+        raise ConfigError(
+            f"{target}: the engine writes playlists only into {base} and the folders of the "
+            "export_dirs setting; give a file name there, or render the playlist "
+            "(path null) and save it yourself")
 
     @exposed("playlist.formats", result='`[{"name", "extension", "media_type"}, ...]`')
     def formats(self) -> list[dict[str, str]]:
@@ -663,6 +724,9 @@ class Engine:
                 "revision": info.get("revision"),
                 "fresh": bool(info.get("fresh")),
             }
+            if info.get("damaged"):
+                # a cache: the next playlist or scan rebuilds it from the library
+                stats["index"]["damaged"] = str(info["damaged"])
         stats["model"] = self.model_name
         coverage = lib.model_coverage()
         serving = lib.serving_model(self.model_name)

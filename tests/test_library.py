@@ -211,8 +211,13 @@ def test_move_remove_and_duplicates(lib, rng):
         assert lib.remove_tracks([t0["id"]]) == 1
         assert lib.update_duplicates() == 0
     assert lib.track(dup_id)["duplicate_of"] is None
-    assert lib.conn.execute("SELECT count(*) FROM vectors WHERE track_id = ?", (t0["id"],)).fetchone()[0] == 0
-    assert lib.conn.execute("SELECT count(*) FROM tags WHERE track_id = ?", (t0["id"],)).fetchone()[0] == 0
+    # a removed track is gone from every listing, but kept (with its vectors) in case it
+    # comes back: then it gets its id back
+    assert lib.track(t0["id"]) is None and t0["id"] not in lib.vector_ids("msd-musicnn")
+    assert lib.track(t0["id"], gone=True)["status"] == "gone"
+    assert [t["id"] for t in lib.tracks(status="gone")] == [t0["id"]]
+    assert lib.stats()["removed"] == 1 and lib.stats()["tracks"] == 3
+    assert lib.conn.execute("SELECT count(*) FROM vectors WHERE track_id = ?", (t0["id"],)).fetchone()[0] == 1
 
 
 def test_search_is_case_insensitive_and_unicode(lib, rng):

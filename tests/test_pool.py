@@ -196,3 +196,52 @@ def test_task_timeout_kills_only_the_stuck_task():
     assert pool.submit(square, 5).result(timeout=60) == 25
     assert pool.replaced == 1
     pool.shutdown()
+
+
+def test_timeout_is_a_task_timeout_error():
+    from deejai.engine.errors import TaskTimeoutError
+
+    pool = WorkerPool(1, task_timeout_s=1.0)
+    with pytest.raises(TaskTimeoutError):
+        pool.submit(slow, 120).result(timeout=60)
+    pool.shutdown()
+
+
+def test_submit_fresh_runs_each_task_in_a_process_of_its_own(pool):
+    regular = set(pool.worker_pids())
+    # fresh tasks: each in a new process (the initializer ran there, once), one at a time
+    fresh = [pool.submit_fresh(whoami) for _ in range(3)]
+    normal = [pool.submit(whoami) for _ in range(6)]
+    got = [f.result(timeout=60) for f in fresh]
+    assert all(inits == 1 for _, inits in got)
+    fresh_pids = {pid for pid, _ in got}
+    assert len(fresh_pids) == 3 and not fresh_pids & regular
+    assert {pid for pid, _ in (f.result(timeout=60) for f in normal)} <= regular
+    # they exit after their task; the regular workers stay, nothing counts as replaced
+    deadline = time.monotonic() + 30
+    while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+              for p in fresh_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+                   for p in fresh_pids)
+    assert set(pool.worker_pids()) == regular and pool.replaced == 0
+
+
+def test_a_fresh_worker_that_dies_fails_only_its_task(pool):
+    bad = pool.submit_fresh(kill_self)
+    with pytest.raises(WorkerDiedError, match="SIGKILL"):
+        bad.result(timeout=60)
+    assert pool.submit_fresh(square, 4).result(timeout=60) == 16  # a new one for the next
+    assert pool.submit(square, 5).result(timeout=60) == 25
+    assert pool.replaced == 0 and len(pool.worker_pids()) == 2
+
+
+def test_shutdown_cancels_queued_fresh_tasks():
+    pool = WorkerPool(1)
+    first = pool.submit_fresh(slow, 1.0)
+    queued = pool.submit_fresh(square, 3)
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert queued.cancelled() or queued.result() == 9
+    assert first.cancelled() or first.result() == 1.0
+    with pytest.raises(RuntimeError):
+        pool.submit_fresh(square, 1)

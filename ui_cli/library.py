@@ -65,24 +65,29 @@ class _Follower:
             self.finished.set()
 
 
-def _wait(eng: Any, follower: _Follower, job: str, show: Any) -> dict[str, Any]:
-    """Wait for the job to end, calling ``show(progress)``; returns the final scan_status."""
+def _wait(eng: Any, follower: _Follower, job: str, show: Any, *,
+          until_progress: bool = False) -> Any:
+    """Wait for the job to end, calling ``show(progress)``; returns the final scan_status.
+
+    ``until_progress``: return None as soon as the job reports progress (still running)."""
     last_poll = time.monotonic()
     while not follower.finished.wait(0.2):
+        if until_progress and follower.progress:
+            return None
         show(follower.progress)
         if time.monotonic() - last_poll >= 1.0:  # in case an event was lost (daemon restart)
             last_poll = time.monotonic()
             st = eng.scan_status(job)
             if st.get("state") != "running":
                 return st
-            if not follower.progress:
+            if not follower.progress and not until_progress:
                 follower.progress = st
     show(follower.progress)
     return eng.scan_status(job)
 
 
 @click.command("scan")
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=str))
+@click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.option("-j", "--jobs", "workers", type=click.IntRange(min=1), default=None,
               help="Worker processes (default: the 'workers' setting, else one per CPU core).")
 @click.option("--retry-errors", is_flag=True,
@@ -90,11 +95,14 @@ def _wait(eng: Any, follower: _Follower, job: str, show: Any) -> dict[str, Any]:
 @click.option("-k", "--patches", type=click.IntRange(min=0), default=None, metavar="K",
               help="Patches (~3 s each) analysed per track: fewer is faster, more is closer to "
                    "the whole track; 0 = every patch (default: the 'patches' setting, else 16).")
+@click.option("--prune", is_flag=True,
+              help="Also remove the tracks under folders that are missing, empty or cannot be "
+                   "read (by default they are kept: an unmounted drive loses nothing).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final scan status as JSON.")
 @click.pass_context
 def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_errors: bool,
-         patches: int | None, quiet: bool, as_json: bool) -> None:
+         patches: int | None, prune: bool, quiet: bool, as_json: bool) -> None:
     """Scan music folders PATHS into the library.
 
     Without PATHS: the 'music_dirs' setting, else the folders of the last scan, else your
@@ -105,13 +113,24 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
     Exit status: 0 when the scan finished; 3 when the daemon running it stopped before the
     end (what it analysed is kept; scan again to go on); 130 after Ctrl-C.
 
+    A track is removed only when its file is known to be gone. Tracks under a folder that
+    cannot be read, an empty folder or a missing folder (an unmounted drive) are kept, and
+    the report says so; --prune removes them. Files that come back get their old ids back.
+
     \b
     Examples:
       deejai scan ~/Music
       deejai scan -j 2 ~/Music /media/usb/music
+      deejai scan --prune /media/usb/music    # the drive is gone for good
     """
     from deejai.engine.errors import ConnectionLost, DeejaiError
 
+    for p in paths:
+        if not prune and not os.path.exists(p):
+            # a typo, or a drive that is not mounted: nothing is removed either way
+            raise click.BadParameter(
+                f"{p!r} does not exist (nothing is removed; --prune removes the tracks the "
+                "library holds under it)", param_hint="PATHS")
     eng = get_engine(ctx)
     follower = _Follower()
     unsubscribe = eng.subscribe(follower)
@@ -121,8 +140,9 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
         roots = [os.path.abspath(p) for p in paths] or _default_roots(eng, quiet or as_json)
         if uses_daemon(eng):
             tracks_before = int(eng.status().get("tracks") or 0)
+        options = {"prune": True} if prune else {}  # an older daemon knows no prune
         job = eng.scan(paths=roots, workers=workers, retry_errors=retry_errors,
-                       patches=patches)["job"]
+                       patches=patches, **options)["job"]
         follower.start(job)
         live = not quiet and not as_json
         final = _follow(eng, follower, job, live)
@@ -207,6 +227,14 @@ def _follow(eng: Any, follower: _Follower, job: str, live: bool) -> dict[str, An
             return _interrupted(eng, follower, job, console)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    # no bar before the scan reports progress: a scan refused at once (a damaged library)
+    # prints its one error line and nothing else
+    try:
+        final = _wait(eng, follower, job, lambda p: None, until_progress=True)
+    except KeyboardInterrupt:
+        return _interrupted(eng, follower, job, console)
+    if final is not None:
+        return final
     with Progress(
         TextColumn("[bold]scanning"),
         BarColumn(),
@@ -276,8 +304,16 @@ def _report(summary: dict[str, Any], final: dict[str, Any]) -> None:
         table.add_row(name, f"[{style}]{value}[/{style}]" if style else str(value))
     table.add_row("time", format_duration(summary.get("elapsed_s")))
     out.print(table)
+    for name, label in (("restored", "tracks came back with their old ids"),
+                        ("retried", "files were tried again in a fresh worker (a worker died)")):
+        if summary.get(name):
+            out.print(f"{summary[name]} {label}", highlight=False)
+    from rich.markup import escape
+
     for line in summary.get("skipped") or []:
-        out.print(f"[yellow]skipped:[/yellow] {line}", highlight=False)
+        out.print(f"[yellow]skipped:[/yellow] {escape(line)}", highlight=False)
+    for line in summary.get("kept_why") or []:
+        out.print(f"[yellow]kept:[/yellow] {escape(line)}", highlight=False)
     if summary.get("errors"):
         out.print("see the failed files with `deejai status --errors`")
 
@@ -308,6 +344,8 @@ def status(ctx: click.Context, show_errors: bool, as_json: bool) -> None:
     table.add_row("tracks", f"{info.get('tracks', 0)} ({float(info.get('hours') or 0):.1f} hours)")
     table.add_row("errors", str(info.get("errors", 0)))
     table.add_row("duplicates", str(info.get("duplicates", 0)))
+    if info.get("removed"):
+        table.add_row("removed", f"{info['removed']} (kept in case their files come back)")
     table.add_row("model", str(info.get("model") or "-"))
     migration = info.get("migration")
     if migration and migration.get("done", 0) < migration.get("total", 0):
@@ -315,7 +353,9 @@ def status(ctx: click.Context, show_errors: bool, as_json: bool) -> None:
                       f"with {migration['model']}; playlists use {migration.get('serving')} "
                       "until `deejai scan` has done the rest")
     index = info.get("index") or {}
-    if index.get("kind"):
+    if index.get("damaged"):
+        table.add_row("index", "damaged; the next playlist or scan rebuilds it")
+    elif index.get("kind"):
         table.add_row("index", f"{index['kind']}, {index.get('ntotal', 0)} vectors"
                       + ("" if index.get("fresh") else " (stale)"))
     else:
@@ -341,7 +381,9 @@ def status(ctx: click.Context, show_errors: bool, as_json: bool) -> None:
         if not failed:
             out.print("no failed files")
         for t in failed:
-            out.print(f"[red]{t['path']}[/red]: {t.get('error') or 'unknown error'}", highlight=False)
+            again = " (retried by the next scan)" if t.get("error_kind") == "transient" else ""
+            out.print(f"[red]{t['path']}[/red]: {t.get('error') or 'unknown error'}{again}",
+                      highlight=False)
 
 
 def _daemon_line(ctx: click.Context, eng: Any) -> str:

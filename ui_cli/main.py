@@ -32,6 +32,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "plugins": "plugins:plugins",
     "config": "config:config",
     "map": "map:map_command",
+    "doctor": "doctor:doctor",
 }
 
 
