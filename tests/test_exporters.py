@@ -179,8 +179,10 @@ def test_the_engine_writes_with_the_exporters_it_was_handed(layout, tmp_path):
 
     _, _, playlist = layout
     with manager.build_engine() as engine:
-        written = engine.export(playlist.to_dict(), path=str(tmp_path / "t.xspf"))
+        # a relative name lands in the playlist folder (never the engine's working folder)
+        written = engine.export(playlist.to_dict(), path="t.xspf")
         assert {f["name"] for f in engine.formats()} == {"m3u8", "xspf", "json"}
-    assert written == {"format": "xspf", "path": str(tmp_path / "t.xspf")}
-    assert (tmp_path / "t.xspf").read_bytes() == manager.render_playlist(playlist, "xspf")
+        target = engine.paths.playlist_dir / "t.xspf"
+    assert written == {"format": "xspf", "path": str(target)}
+    assert target.read_bytes() == manager.render_playlist(playlist, "xspf")
     assert Engine(exporters=manager.exporters()).formats() == engine.formats()

@@ -88,7 +88,7 @@ def emit(eng: Any, playlist: dict[str, Any], title: str,
             result = eng.export(playlist=playlist, format=fmt, path=None)
             click.echo(result["content"], nl=not result["content"].endswith("\n"))
         return
-    path = os.path.abspath(os.path.expanduser(output))  # the daemon has another cwd
+    path = os.path.abspath(os.path.expanduser(output))
     if fmt == TEXT:
         from rich.console import Console
 
@@ -96,7 +96,13 @@ def emit(eng: Any, playlist: dict[str, Any], title: str,
             render_table(playlist, title, Console(file=fh, width=120, color_system=None))
         written = {"format": TEXT, "path": path}
     else:
-        written = eng.export(playlist=playlist, format=fmt, path=path)
+        # written here, by this process, where the user said: the daemon writes playlists
+        # only into its playlist folder (playlist.export)
+        from deejai.plugins.manager import exporter_for_path, get_exporter, write_playlist
+
+        exporter = get_exporter(fmt) if fmt else exporter_for_path(path)
+        target = write_playlist(playlist, path, format=exporter.name)
+        written = {"format": exporter.name, "path": str(target)}
     render_table(playlist, title)
     err_console().print(
         f"saved {len(playlist.get('entries', []))} tracks to {written.get('path', path)} "

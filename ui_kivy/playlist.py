@@ -151,8 +151,9 @@ class PlaylistScreen(Screen):
             return
         if not path.lower().endswith((".m3u8", ".m3u")):
             path += ".m3u8"
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        app.call("export", playlist=dict(self.playlist), format="m3u8", path=path, on_result=self._saved)
+        # written by the app itself, where the user said: the daemon writes playlists only
+        # into its own playlist folder
+        app.run_local(_write_playlist, dict(self.playlist), path, on_result=self._saved)
 
     def _saved(self, result: dict) -> None:
         self.saved_path = str(result.get("path") or "")
@@ -170,6 +171,13 @@ class PlaylistScreen(Screen):
     def _sent(self, report: dict) -> None:
         sent = report.get("sent", report.get("added", "?")) if isinstance(report, dict) else "?"
         App.get_running_app().show_message(f"sent to {self.ids.sink_spinner.text}: {sent} tracks")
+
+
+def _write_playlist(playlist: dict, path: str) -> dict:
+    from deejai.plugins.manager import write_playlist
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return {"path": str(write_playlist(playlist, path, format="m3u8")), "format": "m3u8"}
 
 
 def _send_to_sink(name: str, playlist: dict) -> dict:

@@ -721,11 +721,15 @@ class TrayController:
         return self._save_and_deliver(playlist)
 
     def _save_and_deliver(self, playlist: dict[str, Any]) -> Path:
-        """Have the daemon write ``playlist`` into the playlist folder, then deliver it."""
+        """Write ``playlist`` into the playlist folder, then deliver it.
+
+        The tray writes the file itself (the daemon writes only into its own playlist
+        folder, and the tray's may be another one)."""
+        from deejai.plugins.manager import write_playlist
+
         self.playlist_dir.mkdir(parents=True, exist_ok=True)
         target = self.playlist_dir / playlist_file_name(playlist)
-        result = self.client().export(playlist=playlist, format="m3u8", path=str(target))
-        written = Path(result.get("path") or target)
+        written = Path(write_playlist(playlist, target, format="m3u8"))
         self.deliver(written, playlist)
         return written
 
