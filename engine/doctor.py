@@ -155,31 +155,49 @@ def _recover_with_sqlite(damaged: Path, target: Path) -> bool:
 
 
 def _rows(con: sqlite3.Connection, table: str, cols: list[str], lost: list[str]) -> Any:
-    """Yield the rows of ``table`` that can be read, in rowid order, skipping damage."""
-    select = f'SELECT rowid, {", ".join(cols)} FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT ?'
-    last = -(2 ** 63)
+    """Yield the rows of ``table`` that can be read, in rowid order, skipping damage.
+
+    Rows are read in batches; when a batch fails, the rows before the damage are read one at
+    a time, then the reading skips ahead (to rowids 1, 2, 4... past the last row read) until
+    the b-tree can be read again.
+    """
+    columns = ", ".join(cols)
+    select = f'SELECT rowid, {columns} FROM "{table}" WHERE rowid > ? ORDER BY rowid LIMIT ?'
+    # a probe seeks its rowid itself: "rowid > n" would step through the damaged page at n
+    probe_at = f'SELECT rowid, {columns} FROM "{table}" WHERE rowid >= ? ORDER BY rowid LIMIT ?'
+    last: int | None = None  # rowid of the last row read
+    batch = _BATCH
     while True:
         try:
-            rows = con.execute(select, (last, _BATCH)).fetchall()
+            rows = con.execute(select, (-(2 ** 63) if last is None else last, batch)).fetchall()
         except sqlite3.DatabaseError:
-            # a damaged page: skip ahead until the b-tree can be read again
+            if batch > 1:
+                batch = 1  # creep up to the damaged page, row by row
+                continue
+            base = 0 if last is None else last
             step = 1
             while True:
-                probe = last + step
+                probe = base + step
                 if probe >= 2 ** 62:
-                    lost.append(f"{table}: rows after rowid {last} could not be read")
+                    lost.append(f"{table}: the rows after rowid {base} could not be read")
                     return
                 try:
-                    rows = con.execute(select, (probe, _BATCH)).fetchall()
-                    lost.append(f"{table}: rows between rowid {last} and {probe} could not be read")
+                    rows = con.execute(probe_at, (probe, batch)).fetchall()
                     break
                 except sqlite3.DatabaseError:
                     step *= 2
+            first = rows[0][0] if rows else None
+            if first == base + 2:
+                lost.append(f"{table}: the row with rowid {base + 1} could not be read")
+            else:
+                lost.append(f"{table}: the rows with rowids {base + 1} to "
+                            f"{first - 1 if first is not None else 'the end'} could not be read")
         if not rows:
             return
         for row in rows:
             yield row[1:]
         last = rows[-1][0]
+        batch = _BATCH
 
 
 def _salvage(damaged: Path, target: Path) -> list[str]:

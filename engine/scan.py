@@ -775,8 +775,8 @@ def scan(
                     report=report, prune=prune)
         summary.unchanged = todo.unchanged
         summary.kept, summary.kept_why = todo.kept, list(todo.kept_why)
-        for line in todo.kept_why:
-            log.warning("%s", line)
+        for line in todo.kept_why:  # the summary carries them to the user; this to the log
+            log.info("%s", line)
         if on_plan is not None:
             on_plan(todo)
         if todo.moves or todo.removed:

@@ -256,8 +256,9 @@ def _follow(eng: Any, follower: _Follower, job: str, live: bool) -> dict[str, An
                 noted[0] = True
                 bar.console.print(
                     f"{p['reanalyse']} tracks are analysed again with the model {p.get('model')} "
-                    "(the library holds vectors of an older model; playlists use those until "
-                    "every track has a new one)", highlight=False)
+                    "(they have no vector of it yet: the library holds an older model's, or was "
+                    "recovered; playlists use the vectors there are until every track has one)",
+                    highlight=False)
             errors = int(p.get("errors") or 0)
             bar.update(
                 task,
