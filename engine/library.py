@@ -735,7 +735,8 @@ class Library:
         if not rows:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32)
+        # float32 is "<f4" on every platform deejai runs on: no copy (the array is read-only)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32, copy=False)
         return ids, vecs.reshape(len(rows), -1)
 
     def vector_ids(self, model: str) -> np.ndarray:
