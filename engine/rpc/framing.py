@@ -2,14 +2,19 @@
 
 A line is a whole message because JSON never needs a raw newline (newlines inside strings are
 escaped). :class:`LineSplitter` cuts a byte stream into lines and discards lines longer than
-the limit; :func:`dumps` writes compact one-line JSON; :func:`loads` reads it and refuses the
-``NaN``/``Infinity`` constants that are not JSON. The JSON-RPC error codes of section 5.1 of
-the specification (https://www.jsonrpc.org/specification) live here too.
+the limit; :func:`dumps` writes compact one-line JSON and never ``NaN``/``Infinity``;
+:func:`loads` reads it and refuses those constants and numbers out of a double's range
+(``1e999``), so no reply can echo them; :func:`encode_line` turns a line into UTF-8 bytes, with
+a lone surrogate (``"\\ud800"`` in a request) written as its JSON escape, so every reply is
+valid UTF-8 JSON. The JSON-RPC error codes of section 5.1 of the specification
+(https://www.jsonrpc.org/specification) live here too.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from typing import Any, Iterator
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "LineSplitter",
     "dumps",
     "loads",
+    "encode_line",
     "error_line",
     "result_line",
     "notification_line",
@@ -57,12 +63,28 @@ def _json_default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    """Compact JSON on one line (``\\n`` inside strings is escaped, so framing is safe)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+    """Compact JSON on one line (``\\n`` inside strings is escaped, so framing is safe).
+
+    Raises
+    ------
+    ValueError
+        ``obj`` holds a NaN or an infinite float (they have no JSON spelling).
+    TypeError
+        ``obj`` holds something that is not JSON serialisable.
+    """
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":"),
+                      default=_json_default)
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
 
 
 def loads(data: bytes | str) -> Any:
@@ -71,13 +93,30 @@ def loads(data: bytes | str) -> Any:
     Raises
     ------
     ValueError
-        Not JSON (``NaN`` and ``Infinity`` included); :class:`UnicodeDecodeError` for bytes
-        that are not UTF-8 (a ``ValueError`` too).
+        Not JSON (``NaN`` and ``Infinity`` included), or a number beyond a double's range
+        (``1e999``), which would otherwise read as infinity; :class:`UnicodeDecodeError` for
+        bytes that are not UTF-8 (a ``ValueError`` too).
     RecursionError
         Nested too deeply.
     """
     text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
-    return json.loads(text, parse_constant=_reject_constant)
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def encode_line(line: str) -> bytes:
+    """``line`` (one JSON message from :func:`dumps`) plus its newline, as UTF-8 bytes.
+
+    A lone surrogate cannot be encoded as UTF-8; it only ever sits inside a JSON string (a
+    request's id, method or parameter read back from a ``\\udXXX`` escape), so it is written
+    as that escape again: the line stays valid JSON and says the same thing.
+    """
+    try:
+        return line.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", line).encode("utf-8") + b"\n"
 
 
 def error_line(rid: Any, code: int, message: str, data: Any = None) -> str:
