@@ -6,7 +6,10 @@ and type hints into :class:`Method` objects, and everything else is derived from
 
 * the daemon's dispatcher (:mod:`deejai.engine.rpc.dispatch`) looks methods up by wire name and
   checks the parameters with :meth:`Method.bind` (msgspec converts each value to its
-  annotated type, so ``"eight"`` for ``n: int`` is refused, with the parameter named);
+  annotated type, so ``"eight"`` for ``n: int`` is refused, with the parameter named; an
+  ``Annotated[int, msgspec.Meta(ge=0)]`` hint also checks the range), and runs the methods
+  marked ``heavy`` (playlists, searches) in their own lane, so they never hold up the cheap
+  ones;
 * the client (:class:`deejai.engine.rpc.Client`) finds methods by Python name
   (:func:`by_attribute`), so ``client.join(...)`` takes the Engine's own parameters;
 * the method list of ``docs/protocol.md`` is :func:`markdown_table` (a test compares them).
@@ -93,6 +96,9 @@ class Method:
     func: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     #: True when the function takes ``**options``: names it does not list pass unchecked.
     extra: bool = False
+    #: True for calls that may take long (a playlist, a search over the library, a plugin):
+    #: the daemon runs them in its heavy lane, shared fairly between connections.
+    heavy: bool = False
 
     def bind(self, params: Mapping[str, Any] | list | None) -> dict[str, Any]:
         """Check JSON-RPC ``params`` against the signature; returns keyword arguments.
@@ -100,7 +106,8 @@ class Method:
         Named params (an object) or positional ones (an array, in signature order) are
         accepted; ``None`` is no params. Each value is converted to its annotated type by
         msgspec in strict mode: integers are numbers, but booleans are not integers and strings
-        are not numbers.
+        are not numbers; the constraints of an ``Annotated[..., msgspec.Meta(...)]`` hint
+        (``ge``, ``le``, ``max_length``) are checked too.
 
         Raises
         ------
@@ -158,8 +165,8 @@ def _json_text(value: Any) -> str:
     return json.dumps(value)
 
 
-def exposed(name: str, *, result: str = "", notes: Mapping[str, str] | None = None
-            ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def exposed(name: str, *, result: str = "", notes: Mapping[str, str] | None = None,
+            heavy: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Mark a method as part of the contract under the wire name ``name``.
 
     Parameters
@@ -170,10 +177,12 @@ def exposed(name: str, *, result: str = "", notes: Mapping[str, str] | None = No
         The result, in words, for the protocol document.
     notes : dict, optional
         Parameter name -> a short note for the protocol document.
+    heavy : bool
+        The call may take long (see :attr:`Method.heavy`).
     """
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(func, _MARK, (name, result, dict(notes or {})))
+        setattr(func, _MARK, (name, result, dict(notes or {}), heavy))
         return func
 
     return mark
@@ -181,7 +190,7 @@ def exposed(name: str, *, result: str = "", notes: Mapping[str, str] | None = No
 
 def method_from_function(name: str, func: Callable[..., Any], *, skip: int = 0,
                          result: str = "", notes: Mapping[str, str] | None = None,
-                         attr: str | None = None) -> Method:
+                         attr: str | None = None, heavy: bool = False) -> Method:
     """A :class:`Method` from a function's signature and type hints.
 
     Parameters
@@ -196,13 +205,15 @@ def method_from_function(name: str, func: Callable[..., Any], *, skip: int = 0,
         As for :func:`exposed`.
     attr : str, optional
         Python name (default ``func.__name__``).
+    heavy : bool
+        The call may take long (see :attr:`Method.heavy`).
 
     A ``**options`` parameter makes the method accept names it does not list (unchecked);
     ``*args`` is left out (positional params beyond the named ones are refused).
     """
     sig = inspect.signature(func)
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(func, include_extras=True)
     except Exception:  # unresolvable forward references: check names only
         hints = {}
     notes = dict(notes or {})
@@ -217,7 +228,7 @@ def method_from_function(name: str, func: Callable[..., Any], *, skip: int = 0,
         params.append(Param(p.name, hints.get(p.name, Any), p.default, notes.get(p.name, "")))
     doc = inspect.getdoc(func) or ""
     return Method(name=name, attr=attr or func.__name__, params=tuple(params), result=result,
-                  summary=doc.split("\n", 1)[0], func=func, extra=extra)
+                  summary=doc.split("\n", 1)[0], func=func, extra=extra, heavy=heavy)
 
 
 def method_table(cls: type, *, skip: int = 1) -> dict[str, Method]:
@@ -228,11 +239,11 @@ def method_table(cls: type, *, skip: int = 1) -> dict[str, Method]:
         mark = getattr(func, _MARK, None)
         if mark is None:
             continue
-        name, result, notes = mark
+        name, result, notes, heavy = mark
         if name in table:
             raise TypeError(f"{cls.__name__}: two methods are exposed as {name!r}")
         table[name] = method_from_function(name, func, skip=skip, result=result, notes=notes,
-                                           attr=attr)
+                                           attr=attr, heavy=heavy)
     return table
 
 

@@ -4,16 +4,29 @@
 or a batch), checks it, looks the method up (the built-in methods of the session, the Engine's
 :func:`~deejai.engine.methods.method_table`, then the plugins' methods), checks the parameters
 (:meth:`~deejai.engine.methods.Method.bind`), runs the call and turns the result or the
-exception into the reply line. Engine calls block, so they run in an executor; built-in ones
-run on the event loop. The server's connections (:mod:`.connection`) and the in-process
+exception into the reply line. The server's connections (:mod:`.connection`) and the in-process
 transport (:class:`InProcessTransport`, for tests and for embedding) both feed it lines.
 
+Where calls run, so that one client cannot stall the others:
+
+* built-in methods (``engine.ping``...) run on the event loop and answer at once;
+* Engine calls block, so they run in threads: the cheap ones (``engine.status``,
+  ``library.scan_status``...) in a small pool of their own, and the ones marked
+  :attr:`~deejai.engine.methods.Method.heavy` (playlists, searches, plugins' methods) in the
+  *heavy lane*, a :class:`FairLane` in front of its own pool: at most as many run as it has
+  threads, and those waiting are taken from the connections in turn (round-robin), so a
+  client with a thousand queued joins delays another client's join by one turn, not by a
+  thousand;
+* each request of a batch takes one of its connection's request slots
+  (:attr:`Session.request_slots`), so a batch counts as its size, not as one line.
+
 A :class:`Session` is what the built-in methods act on: one per connection (its subscription,
-whether it authenticated, a label for the log).
+whether it authenticated, its request slots, a label for the log).
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import logging
@@ -21,7 +34,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Hashable, Iterator, Mapping
 
 from deejai.engine.errors import DeejaiError
 from deejai.engine.methods import InvalidParams, Method, method_from_function, method_table
@@ -33,6 +46,7 @@ from deejai.engine.rpc.framing import (
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     dumps,
+    encode_line,
     error_line,
     loads,
     notification_line,
@@ -45,15 +59,33 @@ __all__ = [
     "BUILTIN_TABLE",
     "Session",
     "Dispatcher",
+    "FairLane",
     "InProcessTransport",
     "plugin_methods",
     "contract",
+    "LIGHT_THREADS",
+    "default_heavy_threads",
 ]
 
 log = logging.getLogger("deejai.engine.rpc")
 
 #: Version of the protocol described in ``docs/protocol.md`` (reported by ``engine.ping``).
 PROTOCOL_VERSION = 1
+#: Threads for the cheap Engine calls (``engine.status``, ``library.scan_status``...).
+LIGHT_THREADS = 4
+
+
+def default_heavy_threads() -> int:
+    """Threads of the heavy lane: the CPU cores this process may use, from 2 to 8.
+
+    Playlists are CPU work under the GIL (NumPy releases it in places), so more threads than
+    cores only make each call slower and the cheap calls wait longer for the interpreter.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        cores = os.cpu_count() or 2
+    return max(2, min(8, cores))
 
 _MISSING = object()
 
@@ -81,14 +113,19 @@ class Session:
         False on a TCP connection until ``engine.auth`` succeeded.
     stop : callable or None
         What ``engine.shutdown`` calls (the server's ``request_stop``); None: refused.
+    request_slots : asyncio.Semaphore or None
+        Requests of this session that may be in the daemon at once (a batch's members count
+        one by one); None: no limit.
     """
 
     def __init__(self, label: str = "in-process", *, authenticated: bool = True,
-                 stop: Callable[[], None] | None = None) -> None:
+                 stop: Callable[[], None] | None = None,
+                 request_slots: asyncio.Semaphore | None = None) -> None:
         self.label = label
         self.events: frozenset[str] | None = None
         self.authenticated = authenticated
         self.stop = stop
+        self.request_slots = request_slots
 
     def wants(self, event: str) -> bool:
         """True when this session subscribed to ``event``."""
@@ -173,8 +210,72 @@ def plugin_methods(found: Mapping[str, Callable[..., Any]], taken: set[str]) -> 
         if name in taken:
             log.warning("plugin RPC method %r ignored: the engine already has it", name)
             continue
-        out[name] = method_from_function(name, func, skip=1)
+        out[name] = method_from_function(name, func, skip=1, heavy=True)  # cost unknown
     return out
+
+
+class FairLane:
+    """At most ``capacity`` calls at once; calls that wait are served round-robin by key.
+
+    The key is the connection (its :class:`Session`): each key has its own FIFO queue, and a
+    freed slot goes to the first waiter of the key whose turn it is, that key then going to the
+    back of the ring. It lives on the event loop (not thread-safe).
+
+    Parameters
+    ----------
+    capacity : int
+        Calls that may run at once (the threads of the pool behind the lane).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("a lane needs at least one slot")
+        self.capacity = int(capacity)
+        self.running = 0
+        self._queues: collections.OrderedDict[Hashable, collections.deque[asyncio.Future]] = \
+            collections.OrderedDict()
+
+    @property
+    def waiting(self) -> int:
+        """Calls queued for a slot."""
+        return sum(1 for q in self._queues.values() for f in q if not f.done())
+
+    async def acquire(self, key: Hashable) -> None:
+        """Wait for a slot (in ``key``'s turn); pair with :meth:`release`."""
+        if self.running < self.capacity and not self._queues:
+            self.running += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._queues.setdefault(key, collections.deque()).append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # the slot was handed over: give it back
+                self.release()
+            else:
+                queue_ = self._queues.get(key)
+                if queue_ is not None:
+                    try:
+                        queue_.remove(fut)
+                    except ValueError:  # pragma: no cover - already taken out
+                        pass
+                    if not queue_:
+                        del self._queues[key]
+            raise
+
+    def release(self) -> None:
+        """Give the slot to the next waiter in turn, or free it."""
+        while self._queues:
+            key, queue_ = next(iter(self._queues.items()))
+            fut = queue_.popleft()
+            if queue_:
+                self._queues.move_to_end(key)
+            else:
+                del self._queues[key]
+            if not fut.done():
+                fut.set_result(None)  # the slot passes on: ``running`` is unchanged
+                return
+        self.running -= 1
 
 
 class _Fault(Exception):
@@ -199,19 +300,33 @@ class Dispatcher:
         More methods, ``callable(engine, **params)`` by wire name (the plugins' RPC methods,
         handed over at start-up); names the engine or the built-ins have are ignored.
     executor : Executor, optional
-        Where Engine calls run (default: a pool of 8 threads, shut down by :meth:`close`).
+        Where cheap Engine calls run (default: a pool of :data:`LIGHT_THREADS` threads).
+    heavy_executor : Executor, optional
+        Where heavy calls run (default: a pool of ``heavy_threads`` threads).
+    heavy_threads : int, optional
+        Heavy calls that run at once (default :func:`default_heavy_threads`); give the number
+        of threads of ``heavy_executor`` when you pass one.
+
+    Pools the dispatcher made are shut down by :meth:`close`.
     """
 
     def __init__(self, engine: Any, *, methods: Mapping[str, Method] | None = None,
                  extra: Mapping[str, Callable[..., Any]] | None = None,
-                 executor: concurrent.futures.Executor | None = None) -> None:
+                 executor: concurrent.futures.Executor | None = None,
+                 heavy_executor: concurrent.futures.Executor | None = None,
+                 heavy_threads: int | None = None) -> None:
         self.engine = engine
         table = dict(methods) if methods is not None else method_table(type(engine))
         self.methods = {k: v for k, v in table.items() if k not in BUILTIN_TABLE}
         self.plugin_methods = plugin_methods(extra or {}, set(self.methods) | set(BUILTIN_TABLE))
-        self._own_executor = executor is None
+        heavy_threads = int(heavy_threads or default_heavy_threads())
+        self._own = [e is None for e in (executor, heavy_executor)]
         self.executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=8, thread_name_prefix="deejai-rpc")
+            max_workers=LIGHT_THREADS, thread_name_prefix="deejai-rpc")
+        self.heavy_executor = heavy_executor or concurrent.futures.ThreadPoolExecutor(
+            max_workers=heavy_threads, thread_name_prefix="deejai-rpc-heavy")
+        #: The heavy calls' lane (see the module docstring).
+        self.heavy_lane = FairLane(heavy_threads)
 
     @property
     def methods_list(self) -> list[str]:
@@ -231,15 +346,44 @@ class Dispatcher:
             if len(msg) > MAX_BATCH:
                 return error_line(None, INVALID_REQUEST,
                                   f"invalid request: batch of {len(msg)}; at most {MAX_BATCH}")
-            replies = await asyncio.gather(*(self._handle_request(m, session) for m in msg))
+            replies = await self._handle_batch(msg, session)
             parts = [r for r in replies if r is not None]
             return "[" + ",".join(parts) + "]" if parts else None
-        return await self._handle_request(msg, session)
+        slots = session.request_slots
+        if slots is None:
+            return await self._handle_request(msg, session)
+        async with slots:
+            return await self._handle_request(msg, session)
+
+    async def _handle_batch(self, msgs: list, session: Session) -> list[str | None]:
+        """Run a batch's members concurrently, each taking one of the session's request
+        slots as it starts (so no more are in flight than a connection may have)."""
+        slots = session.request_slots
+
+        async def one(m: Any) -> str | None:
+            try:
+                return await self._handle_request(m, session)
+            finally:
+                if slots is not None:
+                    slots.release()
+
+        tasks: list[asyncio.Task] = []
+        try:
+            for m in msgs:
+                if slots is not None:
+                    await slots.acquire()
+                tasks.append(asyncio.create_task(one(m)))
+            return list(await asyncio.gather(*tasks))
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            raise
 
     async def _handle_request(self, msg: Any, session: Session) -> str | None:
         if not isinstance(msg, dict):
             return error_line(None, INVALID_REQUEST, "invalid request: not a JSON object")
         rid = msg.get("id", _MISSING)
+        # (numbers out of a double's range never get here: loads() refuses them)
         id_ok = rid is _MISSING or rid is None or isinstance(rid, str) or (
             isinstance(rid, (int, float)) and not isinstance(rid, bool))
         reply_id = rid if id_ok and rid is not _MISSING else None
@@ -305,12 +449,26 @@ class Dispatcher:
             func = functools.partial(spec.func, self.engine)
         kwargs = self._bind(spec, params)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, lambda: dumps(func(**kwargs)))
+        call = functools.partial(_call_and_dump, func, kwargs)
+        if not spec.heavy:
+            return await loop.run_in_executor(self.executor, call)
+        lane = self.heavy_lane
+        await lane.acquire(session)
+        try:
+            return await loop.run_in_executor(self.heavy_executor, call)
+        finally:
+            lane.release()
 
     def close(self) -> None:
-        """Wait for running Engine calls (when the executor is the dispatcher's own)."""
-        if self._own_executor:
-            self.executor.shutdown(wait=True, cancel_futures=True)
+        """Wait for running Engine calls (in the pools the dispatcher made)."""
+        for own, pool in zip(self._own, (self.executor, self.heavy_executor)):
+            if own:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _call_and_dump(func: Callable[..., Any], kwargs: dict[str, Any]) -> str:
+    """Run an Engine call and serialise its result, both in the worker thread."""
+    return dumps(func(**kwargs))
 
 
 class InProcessTransport:
@@ -342,7 +500,7 @@ class InProcessTransport:
 
     def _on_event(self, event: str, params: dict[str, Any]) -> None:
         if self.session.wants(event):
-            self._incoming.put(notification_line(event, params).encode("utf-8"))
+            self._incoming.put(encode_line(notification_line(event, params))[:-1])
 
     def send(self, data: bytes) -> None:
         """Hand every line of ``data`` to the dispatcher (replies arrive on :meth:`lines`)."""
@@ -359,7 +517,7 @@ class InProcessTransport:
             return
         reply = fut.result()
         if reply is not None:
-            self._incoming.put(reply.encode("utf-8"))
+            self._incoming.put(encode_line(reply)[:-1])
 
     def lines(self) -> Iterator[bytes]:
         """Replies and notifications, one line each, until :meth:`close`."""
