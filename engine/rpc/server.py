@@ -6,6 +6,13 @@ what the composition root hands it: plugins' exporters, sinks and RPC methods), 
 The :class:`Server` binds the transports (:mod:`.transport`), accepts
 :class:`~.connection.Connection` objects, and fans the Engine's events out to the subscribed
 ones; what a line means is the :class:`~.dispatch.Dispatcher`'s business.
+
+Nobody is locked out: a TCP connection that has not authenticated yet is not one of the
+:data:`MAX_CONNECTIONS`; it is one of at most :data:`MAX_UNAUTHENTICATED` waiting ones, each
+of which may send one short line (:data:`~.connection.AUTH_LINE_BYTES`) within
+:data:`AUTH_TIMEOUT_S`. When a new one arrives and that many wait, the one that has waited
+longest is closed (the owner's client sends its token at once, so it never waits long), and
+failed attempts are rate-limited and logged per peer by an :class:`~.connection.AuthGuard`.
 """
 from __future__ import annotations
 
@@ -25,12 +32,19 @@ from deejai.engine._fs import lock_exclusive, write_private
 from deejai.engine.config import Paths, paths as default_paths
 from deejai.engine.errors import ConfigError, DaemonError
 from deejai.engine.methods import Method
-from deejai.engine.rpc.connection import READ_CHUNK, Connection
-from deejai.engine.rpc.dispatch import Dispatcher
-from deejai.engine.rpc.framing import MAX_LINE_BYTES, dumps, error_line, notification_line
+from deejai.engine.rpc.connection import READ_CHUNK, AuthGuard, Connection
+from deejai.engine.rpc.dispatch import LIGHT_THREADS, Dispatcher, default_heavy_threads
+from deejai.engine.rpc.framing import (
+    MAX_LINE_BYTES,
+    dumps,
+    encode_line,
+    error_line,
+    notification_line,
+)
 from deejai.engine.rpc.transport import (
     Address,
     bind_unix,
+    check_activated_socket,
     lock_file,
     parse_address,
     read_info_at,
@@ -46,6 +60,7 @@ __all__ = [
     "QUEUE_SIZE",
     "AUTH_TIMEOUT_S",
     "MAX_CONNECTIONS",
+    "MAX_UNAUTHENTICATED",
 ]
 
 log = logging.getLogger("deejai.engine.rpc")
@@ -55,9 +70,12 @@ MAX_IN_FLIGHT = 16
 #: Lines waiting to be written to one connection.
 QUEUE_SIZE = 1000
 #: Seconds a TCP connection has to authenticate.
-AUTH_TIMEOUT_S = 10.0
-#: Most connections at once; more are answered with an error and closed.
+AUTH_TIMEOUT_S = 5.0
+#: Most connections at once (Unix socket, and TCP once authenticated); more are answered
+#: with an error and closed.
 MAX_CONNECTIONS = 256
+#: Most TCP connections waiting to authenticate; a new one closes the one waiting longest.
+MAX_UNAUTHENTICATED = 32
 
 
 class DaemonLock:
@@ -146,10 +164,16 @@ class Server:
         Wire name -> ``callable(engine, **params)``: the plugins' RPC methods, handed over
         by the composition root (:func:`serve`'s caller).
     threads : int, optional
-        Size of the thread pool for Engine calls (default 8).
+        Threads for the cheap Engine calls (default
+        :data:`~deejai.engine.rpc.dispatch.LIGHT_THREADS`).
+    heavy_threads : int, optional
+        Threads for the heavy ones, playlists and searches (default
+        :func:`~deejai.engine.rpc.dispatch.default_heavy_threads`).
     sock : socket.socket, optional
         An already listening socket (systemd socket activation); it is not unlinked on exit.
-    max_line_bytes, queue_size, max_in_flight, auth_timeout_s
+        A TCP one must be bound to a loopback address and needs the token like ``tcp``.
+    max_line_bytes, queue_size, max_in_flight, auth_timeout_s, max_connections,
+    max_unauthenticated
         Limits; see the module constants.
 
     Notes
@@ -169,11 +193,14 @@ class Server:
         methods: Mapping[str, Method] | None = None,
         extra_methods: Mapping[str, Callable[..., Any]] | None = None,
         threads: int | None = None,
+        heavy_threads: int | None = None,
         sock: socket.socket | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
         queue_size: int = QUEUE_SIZE,
         max_in_flight: int = MAX_IN_FLIGHT,
         auth_timeout_s: float = AUTH_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+        max_unauthenticated: int = MAX_UNAUTHENTICATED,
     ) -> None:
         if socket_path is None and tcp is None and sock is None:
             raise ConfigError("the server needs a socket path, a TCP address or a socket")
@@ -183,17 +210,30 @@ class Server:
         self.socket_path = os.fspath(socket_path) if socket_path is not None else None
         self.tcp = tcp if isinstance(tcp, Address) or tcp is None else parse_address(tcp, tcp=True)
         self.token = token or secrets.token_urlsafe(32)
+        heavy_threads = int(heavy_threads or default_heavy_threads())
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads or 8, thread_name_prefix="deejai-rpc"
+            max_workers=threads or LIGHT_THREADS, thread_name_prefix="deejai-rpc"
+        )
+        self._heavy_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=heavy_threads, thread_name_prefix="deejai-rpc-heavy"
         )
         self.dispatcher = Dispatcher(engine, methods=methods, extra=extra_methods,
-                                     executor=self._executor)
+                                     executor=self._executor,
+                                     heavy_executor=self._heavy_executor,
+                                     heavy_threads=heavy_threads)
         self.max_line_bytes = int(max_line_bytes)
         self.queue_size = int(queue_size)
         self.max_in_flight = int(max_in_flight)
         self.auth_timeout_s = float(auth_timeout_s)
+        self.max_connections = int(max_connections)
+        self.max_unauthenticated = int(max_unauthenticated)
+        #: Failed TCP authentications per peer host: answered or not, logged per interval.
+        self.auth_guard = AuthGuard()
         self._sock = sock
         self._connections: set[Connection] = set()
+        #: TCP connections waiting to authenticate, oldest first.
+        self._pending: dict[Connection, None] = {}
+        self._guard_task: asyncio.Task | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -229,15 +269,29 @@ class Server:
                 conn.notify(event, line)
 
     # -- lifetime
+    def _too_many(self) -> str:
+        return f"too many connections (at most {self.max_connections})"
+
+    def _count_authenticated(self) -> int:
+        return len(self._connections) - len(self._pending)
+
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                           *, needs_auth: bool) -> None:
         peer = writer.get_extra_info("peername")
-        label = f"tcp {peer[0]}:{peer[1]}" if needs_auth and peer else "unix"
-        conn = Connection(self, reader, writer, needs_auth=needs_auth, label=label)
-        if len(self._connections) >= MAX_CONNECTIONS:
-            writer.write((error_line(None, DaemonError.code,
-                                     f"too many connections (at most {MAX_CONNECTIONS})")
-                          + "\n").encode())
+        host = str(peer[0]) if needs_auth and isinstance(peer, tuple) and peer else ""
+        label = f"tcp {peer[0]}:{peer[1]}" if host else "unix"
+        conn = Connection(self, reader, writer, needs_auth=needs_auth, label=label, host=host)
+        if needs_auth:
+            # its own small budget: never one of the owner's MAX_CONNECTIONS slots
+            while len(self._pending) >= self.max_unauthenticated:
+                oldest = next(iter(self._pending))
+                self._pending.pop(oldest)
+                self._connections.discard(oldest)
+                oldest.evict("unauthorised: too many connections waiting to authenticate; "
+                             "this one waited longest")
+            self._pending[conn] = None
+        elif self._count_authenticated() >= self.max_connections:
+            writer.write(encode_line(error_line(None, DaemonError.code, self._too_many())))
             writer.close()
             return
         self._connections.add(conn)
@@ -250,7 +304,26 @@ class Server:
             log.exception("connection %s failed", conn.label)
             conn.abort()
         finally:
+            self._pending.pop(conn, None)
             self._connections.discard(conn)
+
+    def authenticated(self, conn: Connection) -> str | None:
+        """A TCP connection gave the right token: make it one of the connections.
+
+        Returns None, or why it is refused (the connections are all taken).
+        """
+        if conn not in self._pending:  # evicted meanwhile
+            return "unauthorised: too many connections waiting to authenticate"
+        self._pending.pop(conn)
+        if self._count_authenticated() >= self.max_connections:
+            self._connections.discard(conn)
+            return self._too_many()
+        return None
+
+    async def _flush_auth_log(self) -> None:
+        while True:
+            await asyncio.sleep(self.auth_guard.log_interval_s)
+            self.auth_guard.flush()
 
     async def _listen(self, sock: socket.socket, *, needs_auth: bool) -> None:
         handler = functools.partial(self._on_connect, needs_auth=needs_auth)
@@ -265,8 +338,10 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         if self._sock is not None:
-            await self._listen(self._sock, needs_auth=self._sock.family != getattr(
-                socket, "AF_UNIX", None))
+            tcp = check_activated_socket(self._sock)
+            await self._listen(self._sock, needs_auth=tcp is not None)
+            if tcp is not None:
+                self.tcp_address = tcp
         if self.socket_path is not None:
             sock = bind_unix(self.socket_path)
             self._bound_unix = self.socket_path
@@ -284,6 +359,8 @@ class Server:
         subscribe = getattr(self.engine, "subscribe", None)
         if callable(subscribe):
             self._unsubscribe = subscribe(self._on_event)
+        if self.tcp_address is not None:
+            self._guard_task = asyncio.create_task(self._flush_auth_log())
         for addr in self.addresses:
             log.info("listening on %s", addr)
         self.started.set()
@@ -347,6 +424,10 @@ class Server:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._guard_task is not None:
+            self._guard_task.cancel()
+            self._guard_task = None
+        self.auth_guard.flush()
         for srv in self._servers:
             srv.close()
         conns = list(self._connections)
@@ -372,7 +453,12 @@ class Server:
         try:
             asyncio.run(self.serve_forever())
         finally:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self.shutdown_pools()
+
+    def shutdown_pools(self) -> None:
+        """Wait for running Engine calls; queued ones are cancelled."""
+        for pool in (self._executor, self._heavy_executor):
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def serve(
@@ -420,6 +506,12 @@ def serve(
     p = (paths or default_paths()).ensure()
     tcp_addr = parse_address(tcp, tcp=True) if tcp else None
     activated = systemd_socket()
+    if activated is not None:
+        try:
+            check_activated_socket(activated)  # before anything starts: one line, exit 1
+        except ConfigError:
+            activated.close()
+            raise
     if socket_path is None and tcp_addr is None and activated is None:
         socket_path = p.socket_file
     lock = DaemonLock(lock_file(p))
@@ -456,7 +548,7 @@ def serve(
         finally:
             if tok_path is not None:
                 tok_path.unlink(missing_ok=True)
-            server._executor.shutdown(wait=True, cancel_futures=True)
+            server.shutdown_pools()
     finally:
         if engine is not None:
             log.info("closing the engine")

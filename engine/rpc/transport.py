@@ -37,6 +37,7 @@ __all__ = [
     "probe_unix",
     "bind_unix",
     "systemd_socket",
+    "check_activated_socket",
     "open_socket",
 ]
 
@@ -244,6 +245,40 @@ def systemd_socket() -> socket.socket | None:
     sock = socket.socket(fileno=3)  # SD_LISTEN_FDS_START
     sock.setblocking(False)
     return sock
+
+
+def check_activated_socket(sock: socket.socket) -> Address | None:
+    """Apply ``--tcp``'s rules to a socket systemd passed; returns its TCP address, if TCP.
+
+    A Unix socket is served as it is (systemd made it; its mode is the access control). A TCP
+    one must be a listening stream socket bound to a loopback address, like ``--tcp``; the
+    daemon then writes the token file and every connection must authenticate.
+
+    Raises
+    ------
+    ConfigError
+        The socket is not a stream socket, or is TCP bound to an address other machines can
+        reach (``ListenStream=6601`` or ``0.0.0.0:6601``).
+    """
+    if sock.type != socket.SOCK_STREAM:
+        raise ConfigError("the socket systemd passed is not a stream socket: use ListenStream= "
+                          "in deejai.socket")
+    if sock.family == getattr(socket, "AF_UNIX", None):
+        return None
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise ConfigError(f"the socket systemd passed has an unknown family {sock.family!r}")
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        loopback = ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:  # pragma: no cover - getsockname gives numeric addresses
+        loopback = False
+    if not loopback:
+        raise ConfigError(
+            f"systemd passed a TCP socket on {shown}: the daemon listens on loopback addresses "
+            f"only; set ListenStream=127.0.0.1:{port} in deejai.socket"
+        )
+    return Address("tcp", host=host, port=port)
 
 
 def open_socket(address: Address, *, timeout: float) -> socket.socket:
