@@ -71,6 +71,9 @@ class CoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "Which file of a model with variants a scan runs: auto (int8 where the CPU has int8 "
         "dot products, else the faster of the two, measured once), int8 or fp32.")] = "auto"
     workers: Annotated[int, _help("Worker processes of a scan; 0: one per CPU core.", ge=0)] = 0
+    max_workers: Annotated[int, _help(
+        "Most worker processes a scan may start, whatever it asks for; 0: the CPU cores "
+        "(a larger value lets a scan use more).", ge=0)] = 0
     scan_executor: Annotated[Literal["process", "thread"], _help(
         "Where a scan analyses files: worker processes, or threads (phones).")] = "process"
     music_dirs: Annotated[list[PathText], _help(

@@ -6,6 +6,7 @@ the process ``exit_code`` the CLI uses::
 
     DeejaiError                      generic failure             exit 1
     ├── ConfigError                  bad settings file or option  exit 1
+    ├── InvalidParamsError           a parameter's value is out of range (JSON-RPC -32602)
     ├── ModelError                   model folder missing, card invalid, file mismatch
     │   └── BackendUnavailableError  no TFLite runtime can be imported
     ├── WorkerDiedError              a pool worker died while running a task
@@ -44,6 +45,7 @@ from typing import Any, Sequence
 __all__ = [
     "DeejaiError",
     "ConfigError",
+    "InvalidParamsError",
     "ModelError",
     "BackendUnavailableError",
     "WorkerDiedError",
@@ -92,6 +94,34 @@ class DeejaiError(Exception):
 
 class ConfigError(DeejaiError):
     code = -32001
+
+
+class InvalidParamsError(DeejaiError):
+    """A parameter's value is not one the method takes (out of range, too long).
+
+    The daemon answers it with JSON-RPC's own "invalid params" code, as when a value has the
+    wrong type (``data.param`` names the parameter); the Engine raises it in process too.
+
+    Parameters
+    ----------
+    message : str
+        One line that names the parameter and says what is accepted.
+    param : str, optional
+        The parameter's name.
+    """
+
+    code = -32602
+    param: str | None = None
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.param))
+
+    def data(self) -> dict[str, Any] | None:
+        return {"param": self.param} if self.param else None
 
 
 class ModelError(DeejaiError):
@@ -326,7 +356,7 @@ def error_from_code(code: int, message: str, data: Any = None) -> DeejaiError:
     err = Exception.__new__(cls)
     Exception.__init__(err, message)
     if isinstance(data, dict):
-        for key in ("candidates", "query", "total", "path", "reason"):
+        for key in ("candidates", "query", "total", "path", "reason", "param"):
             if key in data:
                 setattr(err, key, data[key])
     return err

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from deejai.engine.errors import AmbiguousTrackError, TrackNotFoundError
-from deejai.engine.search import SearchIndex, normalise_text, record_stem, words
+from deejai.engine.search import SearchIndex, check_query, normalise_text, record_stem, words
 
 __all__ = ["resolve_track", "normalise_text", "words", "track_label", "MAX_CANDIDATES"]
 
@@ -151,7 +151,11 @@ def resolve_track(
         Several tracks match; ``candidates`` holds up to :data:`MAX_CANDIDATES` of them as
         ``{"id", "label"}``, best first: exact title matches, then those with the fewest words
         besides the query's, then by id.
+    InvalidParamsError
+        ``spec`` is longer than a query may be (:func:`deejai.engine.search.check_query`).
     """
+    if isinstance(spec, str):
+        check_query(spec, None)
     prepared = _prepare(records)
     records, ids = prepared.records, prepared.ids
     if isinstance(spec, bool):

@@ -13,6 +13,10 @@ resolution (:func:`deejai.engine.resolve.resolve_track`) all match the same way:
 :class:`SearchIndex` folds a list of records once (one normalisation and one byte-table
 translation over the whole text), so a query over 100,000 tracks is a few substring scans
 (``benchmarks/search.py`` measures it).
+
+A query is at most :data:`MAX_QUERY_CHARS` characters and :data:`MAX_QUERY_WORDS` words
+(:func:`check_query`): nobody types more, and longer ones are only a way to make the daemon
+work.
 """
 from __future__ import annotations
 
@@ -20,7 +24,15 @@ import re
 import unicodedata
 from typing import Any, Mapping, Sequence
 
-__all__ = ["normalise_text", "words", "record_stem", "SearchIndex"]
+from deejai.engine.errors import InvalidParamsError
+
+__all__ = ["normalise_text", "words", "record_stem", "SearchIndex", "check_query",
+           "MAX_QUERY_CHARS", "MAX_QUERY_WORDS"]
+
+#: Longest query, in characters.
+MAX_QUERY_CHARS = 100_000
+#: Most words in a query.
+MAX_QUERY_WORDS = 1000
 
 _WORD = re.compile(r"[^\W_]+")
 _NON_WORD_LINE = re.compile(r"[^\w\n]+|_+")
@@ -59,6 +71,23 @@ def normalise_text(text: str) -> str:
 def words(text: str) -> list[str]:
     """The folded words of ``text``: runs of letters and digits (``_`` separates words)."""
     return _WORD.findall(normalise_text(text))
+
+
+def check_query(text: str, param: str | None = "query") -> None:
+    """Refuse a query longer than :data:`MAX_QUERY_CHARS` or :data:`MAX_QUERY_WORDS`.
+
+    Raises
+    ------
+    InvalidParamsError
+        Naming ``param`` (JSON-RPC -32602 over the daemon).
+    """
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidParamsError(f"{param or 'query'}: a query may be at most {MAX_QUERY_CHARS} "
+                                 f"characters long, this one has {len(text)}", param)
+    n = len(_WORD.findall(text))
+    if n > MAX_QUERY_WORDS:
+        raise InvalidParamsError(f"{param or 'query'}: a query may have at most "
+                                 f"{MAX_QUERY_WORDS} words, this one has {n}", param)
 
 
 def record_stem(record: Mapping[str, Any]) -> str:
@@ -138,8 +167,18 @@ class SearchIndex:
         ----------
         query : str or list of str
             What was typed, or its :func:`words`. A query without words finds nothing.
+
+        Raises
+        ------
+        InvalidParamsError
+            The query is too long (:func:`check_query`).
         """
+        if isinstance(query, str):
+            check_query(query)
         terms = words(query) if isinstance(query, str) else list(query)
+        if len(terms) > MAX_QUERY_WORDS:
+            raise InvalidParamsError(f"query: a query may have at most {MAX_QUERY_WORDS} words, "
+                                     f"this one has {len(terms)}", "query")
         if not terms:
             return []
         rows = self._filter([" " + t for t in terms])  # each word starts a word ...

@@ -28,17 +28,21 @@ import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Callable, Mapping, Sequence
+
+from msgspec import Meta
 
 from deejai.engine.config import Paths, load_settings, paths as default_paths
 from deejai.engine.errors import (
     ConfigError,
     DeejaiError,
+    InvalidParamsError,
     LibraryEmptyError,
     PlaylistError,
     ScanRunningError,
 )
 from deejai.engine.methods import Method, exposed, method_table
+from deejai.engine.search import MAX_QUERY_CHARS, check_query
 from deejai.models import DEFAULT_MODEL
 
 __all__ = ["Engine", "ScanJob", "ENGINE_METHODS", "EventCallback"]
@@ -52,6 +56,22 @@ LAST_PLAYLIST_NAME = "last-playlist.json"
 
 #: Seconds between two ``scan.progress`` events.
 PROGRESS_INTERVAL_S = 0.2
+#: The largest SQLite integer (``LIMIT`` takes no more).
+MAX_INT64 = 2**63 - 1
+
+# Types of the method table's parameters that carry their range (checked by msgspec when a
+# request is bound, so the daemon answers -32602 naming the parameter).
+Count = Annotated[int, Meta(ge=0, le=MAX_INT64)]
+Workers = Annotated[int, Meta(ge=0)]
+QueryText = Annotated[str, Meta(max_length=MAX_QUERY_CHARS)]
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass
@@ -265,14 +285,16 @@ class Engine:
         return unsubscribe
 
     # ------------------------------------------------------------------ scan
-    @exposed("library.scan", result='`{"job": str}` at once; the scan runs in the background',
+    @exposed("library.scan", result='`{"job": str, "workers": int}` at once; the scan runs in '
+             'the background',
              notes={"patches": "patches per track; 0: every patch",
                     "paths": "absolute; `~` is expanded",
+                    "workers": "0 or null: the setting; at most the cores",
                     "prune": "also remove tracks under missing, empty or unreadable folders"})
     def scan(
         self,
         paths: Sequence[str] | None = None,
-        workers: int | None = None,
+        workers: Workers | None = None,
         retry_errors: bool = False,
         patches: int | None = None,
         prune: bool = False,
@@ -286,7 +308,9 @@ class Engine:
             is refused, as the daemon does not share the caller's working folder); default:
             the settings' ``music_dirs``.
         workers : int, optional
-            Worker processes; default: the settings' ``workers`` or the number of CPU cores.
+            Worker processes; default (None or 0): the settings' ``workers`` or the number of
+            CPU cores. At most the number of CPU cores, or the ``max_workers`` setting when it
+            is larger: a larger value is lowered to that (the result says how many).
         retry_errors : bool
             Analyse again files that failed before even when they did not change.
         patches : int, optional
@@ -307,6 +331,13 @@ class Engine:
         ConfigError
             When no folder is given and none is configured, a path is relative or empty, or
             a path does not exist and the library holds no track under it.
+        InvalidParamsError
+            ``workers`` is negative or not a whole number.
+
+        Returns
+        -------
+        dict
+            ``{"job": str, "workers": int}``: the job id and the workers it may use.
         """
         # absolute already: the front end (or the settings loader) made them so, at the edge;
         # a relative one would resolve against the daemon's working folder, so it is refused
@@ -325,7 +356,7 @@ class Engine:
             # a missing root that holds tracks is an unmounted drive: the scan keeps them
             if not os.path.exists(root) and not self._library().count_under(root):
                 raise ConfigError(f"{root}: no such file or folder")
-        n_workers = workers or int(self.settings.get("workers") or 0) or None
+        n_workers = self._workers(workers)
         if patches is None and self.settings.get("patches") is not None:
             patches = int(self.settings["patches"])
         if patches is not None and (isinstance(patches, bool) or int(patches) < 0):
@@ -343,7 +374,28 @@ class Engine:
             daemon=True,
         )
         job.thread.start()
-        return {"job": job.job}
+        return {"job": job.job, "workers": n_workers}
+
+    def _workers(self, workers: Any) -> int:
+        """The scan's worker count: asked for, else the setting, else the cores; capped."""
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 0):
+            raise InvalidParamsError(
+                f"workers must be a whole number, 0 or more (0: the default), not {workers!r}",
+                "workers")
+        try:
+            setting = int(self.settings.get("workers") or 0)
+            ceiling = int(self.settings.get("max_workers") or 0)
+        except (TypeError, ValueError):
+            raise ConfigError("the workers and max_workers settings must be whole numbers"
+                              ) from None
+        cap = max(usable_cores(), ceiling)
+        wanted = workers or setting or usable_cores()
+        if wanted > cap:
+            log.info("scan: %d workers asked for, %d used (the cores%s)", wanted, cap,
+                     "; max_workers raises it" if ceiling <= usable_cores() else
+                     ", as max_workers allows")
+        return max(1, min(wanted, cap))
 
     def _run_scan(
         self, job: ScanJob, workers: int | None, retry_errors: bool, patches: int | None = None,
@@ -447,18 +499,31 @@ class Engine:
         return self.scan_status(job)
 
     # ------------------------------------------------------------------ tracks
-    @exposed("library.tracks", notes={"limit": "null: all"}, result="list of track records")
+    @exposed("library.tracks", notes={"limit": "null: all", "query": "≤ 1000 words"},
+             result="list of track records", heavy=True)
     def tracks(
-        self, query: str | None = None, limit: int | None = 50, errors: bool = False
+        self, query: QueryText | None = None, limit: Count | None = 50, errors: bool = False
     ) -> list[dict[str, Any]]:
         """Tracks whose artist, title, album or path match ``query`` (all when None).
 
         ``errors=True`` lists the files that failed to scan, with their error text.
+
+        Raises
+        ------
+        InvalidParamsError
+            ``limit`` is negative or beyond 2**63-1, or ``query`` is longer than 100,000
+            characters or 1,000 words.
         """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or not 0 <= limit <= MAX_INT64):
+            raise InvalidParamsError(f"limit must be a whole number from 0 to {MAX_INT64}, "
+                                     f"or null for all; not {limit!r}", "limit")
+        if query is not None:
+            check_query(query, "query")
         status = "error" if errors else "ok"
         return self._library().tracks(query=query or None, limit=limit, status=status)
 
-    @exposed("library.resolve", result="the track record the spec names")
+    @exposed("library.resolve", result="the track record the spec names", heavy=True)
     def resolve(self, track: str | int) -> dict[str, Any]:
         """The track a path, id or query names.
 
@@ -468,7 +533,8 @@ class Engine:
         """
         return self.track(track)
 
-    @exposed("library.track", notes={"track": "path, id or query"}, result="one track record")
+    @exposed("library.track", notes={"track": "path, id or query"}, result="one track record",
+             heavy=True)
     def track(self, track: str | int) -> dict[str, Any]:
         """The full record of one track (path, tags, duration_s, status...)."""
         track_id = self._resolve_id(track)
@@ -480,7 +546,7 @@ class Engine:
         return rec
 
     # ------------------------------------------------------------------ playlists
-    @exposed("playlist.join", result="a playlist",
+    @exposed("playlist.join", result="a playlist", heavy=True,
              notes={"waypoints": '≥ 2 paths, ids, queries or `"tag:<label>"`'})
     def join(
         self,
@@ -552,7 +618,7 @@ class Engine:
         return self._remember(Playlist(self._entries(ids, dists), kind="join",
                                        params=params).to_dict())
 
-    @exposed("playlist.radio", notes={"seeds": "≥ 1"}, result="a playlist")
+    @exposed("playlist.radio", notes={"seeds": "≥ 1"}, result="a playlist", heavy=True)
     def radio(
         self,
         seeds: Sequence[str | int],
@@ -604,7 +670,7 @@ class Engine:
                                        params=params).to_dict())
 
     @exposed("playlist.export", result='`{"format", "path"}` when written, '
-             '`{"format", "content"}` otherwise')
+             '`{"format", "content"}` otherwise', heavy=True)
     def export(
         self, playlist: dict[str, Any], format: str | None = None, path: str | None = None
     ) -> dict[str, Any]:
@@ -704,8 +770,7 @@ class Engine:
         """Library statistics, index state, the model and the current scan."""
         lib = self._library()
         stats = dict(lib.stats())
-        with self._cache_lock:
-            cached = self._cache
+        cached = self._cache  # one atomic read: never wait for a playlist building the index
         if cached is not None:
             idx = cached[2]
             stats["index"] = {
