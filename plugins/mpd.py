@@ -14,6 +14,10 @@ Settings (``settings.toml``; each also as ``DEEJAI_MPD__<KEY>``)::
     music_directory = ""        # empty: ask MPD (it answers only over its local socket)
     password = ""
 
+The configured ``password`` is sent only to the configured MPD (the same ``host`` and
+``port``): a request that names another MPD must bring its own password, so a client of the
+daemon cannot make it hand the password to a host of the client's choosing.
+
 The protocol is spoken by python-mpd2 (LGPL, the ``mpd`` extra: ``pip install "deejai[mpd]"``);
 the commands used are documented at https://mpd.readthedocs.io/en/latest/protocol.html.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping
 
 import msgspec
 
@@ -117,9 +121,9 @@ def send(
         The ``[mpd]`` section of the settings (a sink receives its own section): the defaults
         of ``host``, ``port``, ``music_directory`` and ``password``.
     host : str, optional
-        MPD's host name, or the path of its Unix socket.
+        MPD's host name, or the path of its Unix socket (default: the setting).
     port : int, optional
-        MPD's TCP port (default 6600).
+        MPD's TCP port (default: the setting, else 6600).
     mode : {"replace", "append"}
         Replace the queue, or add at its end. In ``replace`` mode the queue is left as it was
         when no track can be sent.
@@ -130,7 +134,9 @@ def send(
         MPD's music folder as this machine sees it. Default: the setting, else MPD's own
         answer to ``config`` (given only to clients on its local socket).
     password : str, optional
-        MPD password (default: the setting).
+        MPD password. Default: the setting, but only when ``host`` and ``port`` are those of
+        the settings (compared as written: ``localhost`` is not ``127.0.0.1``); another MPD
+        gets no password unless one is given here.
     timeout_s : float
         Socket timeout in seconds.
 
@@ -157,9 +163,14 @@ def send(
     if not isinstance(playlist, Playlist):
         playlist = Playlist.from_dict(dict(playlist))
     cfg = dict(settings or {})
+    configured = _endpoint(cfg.get("host"), cfg.get("port"))
     host = str(host or cfg.get("host") or "localhost")
     port = int(port or cfg.get("port") or DEFAULT_PORT)
-    password = password or cfg.get("password") or None
+    withheld = False
+    if not password:
+        password = cfg.get("password") or None
+        if password and _endpoint(host, port) != configured:
+            password, withheld = None, True  # the configured password is not for this MPD
     server = host if _is_socket(host) else f"{host}:{port}"
 
     mpd = _import_mpd()
@@ -173,14 +184,35 @@ def send(
         return _send(mpd, client, playlist, cfg, server=server, mode=mode, save_as=save_as,
                      music_directory=music_directory, password=password)
     except mpd.CommandError as exc:
-        raise SinkError(f"MPD at {server} refused: {exc}") from None
+        hint = (f" (the configured password is sent only to {_shown(configured)}; give the "
+                "password of this MPD with the request)") if withheld else ""
+        raise SinkError(f"MPD at {server} refused: {exc}{hint}") from None
     except (OSError, mpd.ConnectionError) as exc:
         raise SinkError(f"lost the connection to MPD at {server}: {exc}") from None
+    except SinkError as exc:
+        if withheld:
+            raise SinkError(f"{exc} (the configured password is sent only to "
+                            f"{_shown(configured)}; this MPD got none)") from None
+        raise
     finally:
         try:
             client.disconnect()
         except Exception:  # pragma: no cover - the socket is gone already
             pass
+
+
+def _endpoint(host: Any, port: Any) -> tuple[str, int]:
+    """``(host, port)`` as the settings or a request name an MPD, for comparing them: the
+    defaults filled in, the host case-folded, a socket path made absolute (its port unused)."""
+    h = str(host or "localhost")
+    if _is_socket(h):
+        return (os.path.abspath(h) if h.startswith("/") else h, 0)
+    return (h.casefold(), int(port or DEFAULT_PORT))
+
+
+def _shown(endpoint: tuple[str, int]) -> str:
+    host, port = endpoint
+    return host if _is_socket(host) else f"{host}:{port}"
 
 
 def _send(mpd: Any, client: Any, playlist: Playlist, cfg: dict[str, Any], *, server: str,
@@ -266,9 +298,25 @@ def register_sinks() -> list[Sink]:
     return [MPD_SINK]
 
 
-def _rpc_send(engine: Any, playlist: dict[str, Any], **options: Any) -> dict[str, Any]:
-    """``sink.mpd.send``: the engine sends with its ``[mpd]`` settings section."""
-    return engine.send(playlist, "mpd", **options)
+def _rpc_send(
+    engine: Any,
+    playlist: dict[str, Any],
+    host: str | None = None,
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None,
+    mode: Literal["replace", "append"] = "replace",
+    save_as: str | None = None,
+    music_directory: str | None = None,
+    password: str | None = None,
+) -> dict[str, Any]:
+    """``sink.mpd.send``: the engine sends with its ``[mpd]`` settings section.
+
+    The parameters are :func:`send`'s (typed, so the daemon answers -32602 for a port that is
+    not a number or an option it does not know); the configured password goes only to the
+    configured MPD.
+    """
+    options = {"host": host, "port": port, "mode": mode, "save_as": save_as,
+               "music_directory": music_directory, "password": password}
+    return engine.send(playlist, "mpd", **{k: v for k, v in options.items() if v is not None})
 
 
 @hookimpl
