@@ -126,6 +126,9 @@ class Session:
         self.authenticated = authenticated
         self.stop = stop
         self.request_slots = request_slots
+        #: Held by a batch while its members take their slots, so a connection's batches are
+        #: admitted in the order they came (each finishes before the next, not all at the end).
+        self.batch_admission = asyncio.Lock() if request_slots is not None else None
 
     def wants(self, event: str) -> bool:
         """True when this session subscribed to ``event``."""
@@ -357,7 +360,8 @@ class Dispatcher:
 
     async def _handle_batch(self, msgs: list, session: Session) -> list[str | None]:
         """Run a batch's members concurrently, each taking one of the session's request
-        slots as it starts (so no more are in flight than a connection may have)."""
+        slots as it starts (so no more are in flight than a connection may have); batches of
+        one session are admitted one after the other."""
         slots = session.request_slots
 
         async def one(m: Any) -> str | None:
@@ -369,10 +373,13 @@ class Dispatcher:
 
         tasks: list[asyncio.Task] = []
         try:
-            for m in msgs:
-                if slots is not None:
-                    await slots.acquire()
-                tasks.append(asyncio.create_task(one(m)))
+            if slots is None or session.batch_admission is None:
+                tasks = [asyncio.create_task(one(m)) for m in msgs]
+            else:
+                async with session.batch_admission:
+                    for m in msgs:
+                        await slots.acquire()
+                        tasks.append(asyncio.create_task(one(m)))
             return list(await asyncio.gather(*tasks))
         except asyncio.CancelledError:
             for task in tasks:
