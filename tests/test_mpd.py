@@ -7,11 +7,13 @@ protocol (python-mpd2) to see what deejai sent.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import click
 import pytest
@@ -39,14 +41,16 @@ def _free_port() -> int:
 
 class MPDServer:
     def __init__(self, root: Path, music: Path, port: int, socket_path: Path,
-                 process: subprocess.Popen, log: Path):
+                 process: subprocess.Popen, log: Path, password: str | None = None):
         self.root, self.music, self.port, self.socket_path = root, music, port, socket_path
-        self.process, self.log = process, log
+        self.process, self.log, self.password = process, log, password
 
     def client(self) -> "mpd.MPDClient":
         client = mpd.MPDClient()
         client.timeout = 10
         client.connect("127.0.0.1", self.port)
+        if self.password:
+            client.password(self.password)
         return client
 
     def queue(self) -> list[str]:
@@ -66,11 +70,15 @@ class MPDServer:
             client.disconnect()
 
 
-@pytest.fixture(scope="module")
-def mpd_server(tmp_path_factory) -> MPDServer:
+@contextlib.contextmanager
+def running_mpd(root: Path, *, password: str | None = None) -> Iterator[MPDServer]:
+    """Debian's ``mpd`` on a free loopback port and a Unix socket, its database updated.
+
+    With ``password``, anonymous clients may only read (``default_permissions "read"``) and
+    the password grants everything, so a queue change proves the password was sent.
+    """
     if MPD_BINARY is None:
         pytest.skip("the mpd binary is not installed (Debian: apt-get install mpd; CI installs it)")
-    root = tmp_path_factory.mktemp("mpd")
     music = root / "music"
     make_library(music, n=6, seconds=2.0)
     write_mp3(music / UNICODE_TRACK, seconds=2.0, kind="chirp", seed=9,
@@ -79,6 +87,8 @@ def mpd_server(tmp_path_factory) -> MPDServer:
     port = _free_port()
     socket_path = root / "socket"
     config = root / "mpd.conf"
+    access = (f'password "{password}@read,add,control,admin"\n'
+              'default_permissions "read"\n') if password else ""
     config.write_text(
         f'music_directory "{music}"\n'
         f'playlist_directory "{root / "playlists"}"\n'
@@ -91,6 +101,7 @@ def mpd_server(tmp_path_factory) -> MPDServer:
         'zeroconf_enabled "no"\n'
         'auto_update "no"\n'
         'filesystem_charset "UTF-8"\n'
+        f'{access}'
         'audio_output {\n  type "null"\n  name "null"\n}\n',
         encoding="utf-8",
     )
@@ -98,7 +109,7 @@ def mpd_server(tmp_path_factory) -> MPDServer:
     with open(log, "wb") as err:
         process = subprocess.Popen([MPD_BINARY, "--no-daemon", str(config)],
                                    stdout=subprocess.DEVNULL, stderr=err)
-    server = MPDServer(root, music, port, socket_path, process, log)
+    server = MPDServer(root, music, port, socket_path, process, log, password=password)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -130,6 +141,12 @@ def mpd_server(tmp_path_factory) -> MPDServer:
         except subprocess.TimeoutExpired:  # pragma: no cover
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def mpd_server(tmp_path_factory) -> Iterator[MPDServer]:
+    with running_mpd(tmp_path_factory.mktemp("mpd")) as server:
+        yield server
 
 
 @pytest.fixture

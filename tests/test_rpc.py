@@ -24,6 +24,7 @@ from deejai.engine.config import Paths
 from deejai.engine.errors import (
     ConfigError,
     DaemonError,
+    InvalidParamsError,
     PlaylistError,
     TrackNotFoundError,
 )
@@ -489,8 +490,9 @@ def test_client_raises_the_engine_errors(daemon):
             c.scan(paths=["/no/such/folder/anywhere"])
         with pytest.raises(DaemonError, match="method not found"):
             c.call("no.such.method")
-        with pytest.raises(DaemonError, match="n: expected `int`, got `str`"):
+        with pytest.raises(InvalidParamsError, match="n: expected `int`, got `str`") as bad:
             c.join(waypoints=["a", "b"], n="eight")
+        assert bad.value.param == "n"  # -32602 is raised as the Engine's own error
         assert c.scan_status() == {"job": None, "state": "idle"}
         assert c.cancel_scan() == {"job": None, "cancelled": False}
         with pytest.raises(DaemonError, match="over the daemon's limit"):
