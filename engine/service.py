@@ -517,7 +517,7 @@ class Engine:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or not 0 <= limit <= MAX_INT64):
             raise InvalidParamsError(f"limit must be a whole number from 0 to {MAX_INT64}, "
-                                     f"or null for all; not {limit!r}", "limit")
+                                     f"not {limit!r}", "limit")
         if query is not None:
             check_query(query, "query")
         status = "error" if errors else "ok"
