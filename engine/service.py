@@ -826,7 +826,7 @@ class Engine:
             log.debug("cannot keep the last playlist in %s: %s", target, exc)
         return playlist
 
-    @exposed("library.map", notes={"method": '"auto", "tsne" or "pca"'},
+    @exposed("library.map", notes={"method": '"auto", "tsne" or "pca"'}, heavy=True,
              result='`{"revision", "model", "method", "count", "ids", "x", "y", "artist", '
              '"title", "album", "tag"}`: one entry per track in each list')
     def map(self, method: str = "auto") -> dict[str, Any]:
