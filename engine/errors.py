@@ -11,6 +11,8 @@ the process ``exit_code`` the CLI uses::
     │   └── BackendUnavailableError  no TFLite runtime can be imported
     ├── WorkerDiedError              a pool worker died while running a task
     │   └── TaskTimeoutError         ... because it ran too long and was stopped
+    ├── ClusterError                 the Dask cluster cannot be reached, or was lost
+    │   └── ClusterMismatchError     a Dask worker runs another deejai or model
     ├── AudioError                   a file cannot be decoded (carries ``path``)
     │   ├── UnsupportedFormatError   no decoder reads this file
     │   └── EmptyAudioError          the file decodes to no samples
@@ -50,6 +52,8 @@ __all__ = [
     "BackendUnavailableError",
     "WorkerDiedError",
     "TaskTimeoutError",
+    "ClusterError",
+    "ClusterMismatchError",
     "AudioError",
     "UnsupportedFormatError",
     "EmptyAudioError",
@@ -145,6 +149,21 @@ class TaskTimeoutError(WorkerDiedError):
     """A task ran past the pool's time limit; its worker was killed and replaced."""
 
     code = -32081
+
+
+class ClusterError(DeejaiError):
+    """The Dask cluster a scan runs on cannot be used: the scheduler cannot be reached or went
+    away, it has no workers, or a worker cannot read the music. A scan stops on it; what
+    finished is committed."""
+
+    code = -32085
+
+
+class ClusterMismatchError(ClusterError):
+    """A Dask worker runs another deejai version or another model (name, variant or file
+    sha256) than the scanning machine; its vectors would not mix with the library's."""
+
+    code = -32086
 
 
 class AudioError(DeejaiError):
