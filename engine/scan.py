@@ -705,7 +705,9 @@ def scan(
     executor : concurrent.futures.Executor, optional
         Run the analyses there instead (a ``ThreadPoolExecutor``, a Dask or Ray executor...);
         tasks are :func:`analyse_file` calls, which load the model lazily where no pool
-        initializer ran. The caller keeps ownership: it is not shut down.
+        initializer ran, or ``executor.submit_analysis(file, model, patches)`` where the
+        executor has that method (:class:`deejai.engine.cluster.ClusterExecutor`). The caller
+        keeps ownership: it is not shut down.
     retry_errors : bool
         Analyse again files that failed before even when they did not change.
     model : str, optional
@@ -757,6 +759,10 @@ def scan(
         When the database fails SQLite's quick check: nothing is written to it.
     ModelError, BackendUnavailableError
         When the model cannot be loaded in the workers (nothing is analysed).
+    ClusterError
+        When the Dask cluster of ``executor`` went away or cannot read the files, or a worker
+        runs another model (:class:`~deejai.engine.errors.ClusterMismatchError`); what
+        finished before is committed.
     """
     t0 = time.monotonic()
     if model is None:
@@ -845,6 +851,9 @@ def _analyse_all(
     window = max(2, 2 * parallel)
     submit_fresh = getattr(executor, "submit_fresh", None) or executor.submit
     attempts: dict[str, int] = {}  # path -> retries used so far
+    # an executor may analyse a file its own way (a Dask cluster ships the file, checks its
+    # workers' model): ``submit_analysis(file, model, patches)`` returns the Future
+    submit_analysis = getattr(executor, "submit_analysis", None)
     pending: dict[Future, FoundFile] = {}
     batch: list[tuple[FoundFile, Any, BaseException | None]] = []
     done = errors = 0
@@ -897,12 +906,17 @@ def _analyse_all(
                 for fut in pending:
                     fut.cancel()
                 break
+            if not own:  # a cluster grows and shrinks while it scans
+                window = max(2, 2 * int(getattr(executor, "_max_workers", None) or parallel))
             while not exhausted and len(pending) < window:
                 f = next(it, None)
                 if f is None:
                     exhausted = True
                     break
-                pending[executor.submit(analyse_file, f.path, model, patches)] = f
+                if submit_analysis is not None:
+                    pending[submit_analysis(f, model, patches)] = f
+                else:
+                    pending[executor.submit(analyse_file, f.path, model, patches)] = f
             if not pending:
                 break
             finished, _ = wait(list(pending), timeout=0.2, return_when=FIRST_COMPLETED)
@@ -942,6 +956,13 @@ def _analyse_all(
         commit()
         summary.cancelled = True
         raise
+    except DeejaiError:
+        # a fatal error (no model, the cluster lost): what finished is kept, the next scan
+        # goes on from there
+        for fut in pending:
+            fut.cancel()
+        commit()
+        raise
     finally:
         if own:
             if cancelled:
@@ -954,7 +975,7 @@ def _analyse_all(
 
 def _is_fatal(exc: BaseException) -> bool:
     """Errors that mean no file can be analysed (no model, no runtime): stop the scan."""
-    from deejai.engine.errors import ModelError
+    from deejai.engine.errors import ClusterError, ModelError
     from deejai.engine.pool import PoolBrokenError
 
-    return isinstance(exc, (ModelError, PoolBrokenError))
+    return isinstance(exc, (ModelError, PoolBrokenError, ClusterError))
