@@ -76,6 +76,13 @@ class CoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         "(a larger value lets a scan use more).", ge=0)] = 0
     scan_executor: Annotated[Literal["process", "thread"], _help(
         "Where a scan analyses files: worker processes, or threads (phones).")] = "process"
+    executor: Annotated[str | None, _help(
+        "A Dask scheduler's address (tcp://host:8786, tls://...) whose workers analyse the "
+        "files of a scan (docs/cluster.md); unset or \"local\": this machine, as "
+        "scan_executor says.")] = None
+    ship_audio: Annotated[bool, _help(
+        "With a Dask executor: send each file's bytes to the workers instead of letting them "
+        "read it by path (clusters that do not share the music's filesystem).")] = False
     music_dirs: Annotated[list[PathText], _help(
         "Folders `deejai scan` scans when given none (environment: separated by the "
         "path separator).")] = msgspec.field(default_factory=list)

@@ -290,7 +290,9 @@ class Engine:
              notes={"patches": "patches per track; 0: every patch",
                     "paths": "absolute; `~` is expanded",
                     "workers": "0 or null: the setting; at most the cores",
-                    "prune": "also remove tracks under missing, empty or unreadable folders"})
+                    "prune": "also remove tracks under missing, empty or unreadable folders",
+                    "executor": "a Dask scheduler address, or local/process/thread",
+                    "ship_audio": "send the files' bytes to the Dask workers"})
     def scan(
         self,
         paths: Sequence[str] | None = None,
@@ -298,6 +300,8 @@ class Engine:
         retry_errors: bool = False,
         patches: int | None = None,
         prune: bool = False,
+        executor: str | None = None,
+        ship_audio: bool | None = None,
     ) -> dict[str, Any]:
         """Start a scan of ``paths`` in the background and return ``{"job": id}`` at once.
 
@@ -323,6 +327,14 @@ class Engine:
             track is removed only when its file is known to be gone: tracks under a folder
             that cannot be read, an empty folder or a missing root (an unmounted drive) are
             kept, and the summary's ``kept_why`` says so.
+        executor : str, optional
+            Where the files are analysed: a Dask scheduler's address (``tcp://host:8786``,
+            ``tls://...``; ``docs/cluster.md``) whose workers analyse them, or ``"local"``
+            (this machine, as ``scan_executor`` says), ``"process"`` or ``"thread"``. Default:
+            the ``executor`` setting, else local. On a cluster, ``workers`` is ignored.
+        ship_audio : bool, optional
+            With a Dask executor, send each file's bytes to the workers instead of letting
+            them read it by path. Default: the ``ship_audio`` setting.
 
         Raises
         ------
@@ -330,14 +342,22 @@ class Engine:
             When this engine is already scanning.
         ConfigError
             When no folder is given and none is configured, a path is relative or empty, or
-            a path does not exist and the library holds no track under it.
+            a path does not exist and the library holds no track under it, or ``executor`` is
+            neither an address nor a local executor.
         InvalidParamsError
             ``workers`` is negative or not a whole number.
 
         Returns
         -------
         dict
-            ``{"job": str, "workers": int}``: the job id and the workers it may use.
+            ``{"job": str, "workers": int}``: the job id and the workers it may use (on a Dask
+            cluster the cluster's workers decide instead).
+
+        Notes
+        -----
+        A cluster that cannot be reached, or whose workers run another deejai or model,
+        fails the job (``state`` ``"failed"``, ``error`` one line naming the address or the
+        worker) before anything is analysed.
         """
         # absolute already: the front end (or the settings loader) made them so, at the edge;
         # a relative one would resolve against the daemon's working folder, so it is refused
@@ -361,6 +381,9 @@ class Engine:
             patches = int(self.settings["patches"])
         if patches is not None and (isinstance(patches, bool) or int(patches) < 0):
             raise ConfigError(f"patches must be 0 (every patch) or more, not {patches!r}")
+        where = self._scan_executor(executor)
+        if ship_audio is None:
+            ship_audio = bool(self.settings.get("ship_audio") or False)
         with self._jobs_lock:
             for job in self._jobs.values():
                 if job.state == "running":
@@ -369,7 +392,8 @@ class Engine:
             self._jobs[job.job] = job
         job.thread = threading.Thread(
             target=self._run_scan,
-            args=(job, n_workers, bool(retry_errors), patches, bool(prune)),
+            args=(job, n_workers, bool(retry_errors), patches, bool(prune), where,
+                  bool(ship_audio)),
             name=f"deejai-scan-{job.job}",
             daemon=True,
         )
@@ -397,9 +421,26 @@ class Engine:
                      ", as max_workers allows")
         return max(1, min(wanted, cap))
 
+    def _scan_executor(self, executor: str | None) -> str:
+        """``"process"``, ``"thread"`` or a Dask scheduler address, from the parameter, the
+        ``executor`` setting and ``scan_executor``."""
+        text = executor if executor is not None else self.settings.get("executor")
+        text = str(text).strip() if text is not None else "local"
+        if text in ("", "local"):
+            return self.scan_executor
+        if text in ("process", "thread"):
+            return text
+        from deejai.engine.cluster import is_address
+
+        if not is_address(text):
+            raise ConfigError(
+                f"executor must be a Dask scheduler address such as tcp://10.0.0.2:8786, or "
+                f"local, process or thread, not {text!r}")
+        return text
+
     def _run_scan(
         self, job: ScanJob, workers: int | None, retry_errors: bool, patches: int | None = None,
-        prune: bool = False,
+        prune: bool = False, where: str = "process", ship_audio: bool = False,
     ) -> None:
         from deejai.engine.library import Library
         from deejai.engine.scan import scan as run_scan
@@ -422,12 +463,19 @@ class Engine:
             job.reanalyse = len(plan.reanalyse)
 
         library = None
-        executor = None
-        if self.scan_executor == "thread":
-            from concurrent.futures import ThreadPoolExecutor
-
-            executor = ThreadPoolExecutor(max_workers=workers or 1, thread_name_prefix="deejai-analyse")
+        executor: Any = None
+        variant = str(self.settings.get("model_variant") or "auto")
         try:
+            if where == "thread":
+                from concurrent.futures import ThreadPoolExecutor
+
+                executor = ThreadPoolExecutor(max_workers=workers or 1,
+                                              thread_name_prefix="deejai-analyse")
+            elif where != "process":
+                from deejai.engine.cluster import ClusterExecutor
+
+                executor = ClusterExecutor(where, model=self.model_name, variant=variant,
+                                           ship_audio=ship_audio)
             library = Library(self.paths.library_file)
             summary = run_scan(
                 library,
@@ -440,7 +488,7 @@ class Engine:
                 should_stop=job.cancel.is_set,
                 patches=patches,
                 on_plan=on_plan,
-                variant=str(self.settings.get("model_variant") or "auto"),
+                variant=variant,
                 prune=prune,
             )
             job.summary = summary.to_dict()

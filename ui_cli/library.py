@@ -98,11 +98,19 @@ def _wait(eng: Any, follower: _Follower, job: str, show: Any, *,
 @click.option("--prune", is_flag=True,
               help="Also remove the tracks under folders that are missing, empty or cannot be "
                    "read (by default they are kept: an unmounted drive loses nothing).")
+@click.option("--executor", metavar="ADDRESS",
+              help="Analyse on the workers of a running Dask cluster, e.g. "
+                   "tcp://10.0.0.2:8786 (see docs/cluster.md); 'local' (default: the "
+                   "'executor' setting) analyses on this machine.")
+@click.option("--ship-audio/--no-ship-audio", "ship_audio", default=None,
+              help="With --executor: send each file to the workers instead of letting them "
+                   "read it by path (for workers that do not share the music's filesystem).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no report.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final scan status as JSON.")
 @click.pass_context
 def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_errors: bool,
-         patches: int | None, prune: bool, quiet: bool, as_json: bool) -> None:
+         patches: int | None, prune: bool, executor: str | None, ship_audio: bool | None,
+         quiet: bool, as_json: bool) -> None:
     """Scan music folders PATHS into the library.
 
     Without PATHS: the 'music_dirs' setting, else the folders of the last scan, else your
@@ -117,11 +125,17 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
     cannot be read, an empty folder or a missing folder (an unmounted drive) are kept, and
     the report says so; --prune removes them. Files that come back get their old ids back.
 
+    With --executor, the files are analysed on a Dask cluster (`dask scheduler`, then
+    `dask worker ADDRESS --nworkers N --nthreads 1` on each machine, with the same deejai);
+    this machine still walks the folders and writes the library.
+
     \b
     Examples:
       deejai scan ~/Music
       deejai scan -j 2 ~/Music /media/usb/music
       deejai scan --prune /media/usb/music    # the drive is gone for good
+      deejai scan --executor tcp://10.0.0.2:8786 /srv/music
+      deejai scan --executor tcp://10.0.0.2:8786 --ship-audio ~/Music
     """
     from deejai.engine.errors import ConnectionLost, DeejaiError
 
@@ -140,11 +154,19 @@ def scan(ctx: click.Context, paths: tuple[str, ...], workers: int | None, retry_
         roots = [os.path.abspath(p) for p in paths] or _default_roots(eng, quiet or as_json)
         if uses_daemon(eng):
             tracks_before = int(eng.status().get("tracks") or 0)
-        options = {"prune": True} if prune else {}  # an older daemon knows no prune
+        # only what was asked for: an older daemon knows none of these
+        options: dict[str, Any] = {"prune": True} if prune else {}
+        if executor is not None:
+            options["executor"] = executor
+        if ship_audio is not None:
+            options["ship_audio"] = ship_audio
         job = eng.scan(paths=roots, workers=workers, retry_errors=retry_errors,
                        patches=patches, **options)["job"]
         follower.start(job)
         live = not quiet and not as_json
+        if live and executor and executor.strip() not in ("local", "process", "thread"):
+            err_console().print(f"analysing on the Dask cluster at {executor.strip()}",
+                                highlight=False)
         final = _follow(eng, follower, job, live)
     except ConnectionLost:
         _daemon_went_away(tracks_before)
