@@ -403,6 +403,19 @@ def _import_distributed() -> Any:
     return distributed
 
 
+#: Client-side Dask loggers that print tracebacks of a lost connection on stderr; the scan
+#: reports the fault itself, in one line (``DEEJAI_DEBUG=1`` keeps them).
+_NOISY_LOGGERS = ("distributed.client", "distributed.utils", "distributed.comm",
+                  "distributed.core", "distributed.batched")
+
+
+def _quiet_dask_logs() -> None:
+    if os.environ.get("DEEJAI_DEBUG", "") not in ("", "0"):
+        return
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
@@ -459,6 +472,7 @@ class ClusterExecutor(Executor):
         connect_timeout_s: float | None = None,
     ) -> None:
         distributed = _import_distributed()
+        _quiet_dask_logs()
         if not isinstance(address, str) or not is_address(address):
             raise ConfigError(f"{address!r} is not a Dask scheduler address "
                               "(e.g. tcp://10.0.0.2:8786)")
@@ -482,10 +496,12 @@ class ClusterExecutor(Executor):
         self._probed = False
         self._lost: str | None = None
         self._nthreads: tuple[float, int] = (0.0, 1)
+        security = self._security(distributed)
         self._canceller = ThreadPoolExecutor(1, thread_name_prefix="deejai-dask-cancel")
         try:
             self._client = distributed.Client(self.address, timeout=self._timeout_s,
-                                              set_as_default=False, name="deejai-scan")
+                                              security=security, set_as_default=False,
+                                              name="deejai-scan")
         except (OSError, TimeoutError) as exc:
             self._canceller.shutdown(wait=False)
             why = _reason(exc).replace(f" to {self.address}", "")
@@ -495,6 +511,10 @@ class ClusterExecutor(Executor):
             self._canceller.shutdown(wait=False)
             raise ConfigError(f"{self.address}: not a Dask scheduler address ({_reason(exc)})"
                               ) from None
+        except Exception as exc:  # noqa: BLE001 - e.g. a TLS handshake Dask could not make
+            self._canceller.shutdown(wait=False)
+            raise ClusterError(f"cannot connect to the Dask scheduler at {self.address} "
+                               f"({_reason(exc)}); see docs/cluster.md") from None
         try:
             #: Worker address -> its identity, as the start-up check found them.
             self.workers = self._check_workers()
@@ -516,6 +536,22 @@ class ClusterExecutor(Executor):
             return min(float(configured), CONNECT_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - a bad Dask setting: use ours
             return CONNECT_TIMEOUT_S
+
+    def _security(self, distributed: Any) -> Any:
+        """Dask's security settings (its configuration: TLS files, require-encryption), checked
+        against the address before connecting, so a mistake is one clear line."""
+        security = distributed.Security()
+        tls = self.address.startswith(("tls://", "wss://"))
+        if security.require_encryption and not tls:
+            raise ConfigError(
+                f"Dask's configuration requires encryption: use a tls:// address, not "
+                f"{self.address} (docs/cluster.md)")
+        if tls and security.get_connection_args("client").get("ssl_context") is None:
+            raise ConfigError(
+                f"{self.address} needs Dask's TLS settings for the client: "
+                "distributed.comm.tls.ca-file and distributed.comm.tls.client.cert/key "
+                "(docs/cluster.md)")
+        return security
 
     def _check_workers(self) -> dict[str, dict[str, Any]]:
         """Every worker loads the model (the plugin) and has this machine's identity."""

@@ -171,6 +171,16 @@ def test_unreachable_scheduler_is_one_line_with_the_address(free_port):
     assert time.monotonic() - t0 < 60  # it gave up; the limit is generous on a busy machine
 
 
+def test_dask_security_settings_are_checked_before_connecting():
+    import dask
+
+    with dask.config.set({"distributed.comm.require-encryption": True}):
+        with pytest.raises(ConfigError, match="requires encryption: use a tls:// address"):
+            ClusterExecutor("tcp://127.0.0.1:1", connect_timeout_s=1)
+    with pytest.raises(ConfigError, match="needs Dask's TLS settings for the client"):
+        ClusterExecutor("tls://127.0.0.1:1", connect_timeout_s=1)
+
+
 def test_engine_rejects_an_executor_that_is_no_address(tmp_path, music):
     from deejai.engine.service import Engine
 
@@ -370,10 +380,11 @@ def _python(*args: str, cwd: Path, log: Path, user: str | None = None) -> subpro
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def start_scheduler(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_scheduler(tmp: Path, protocol: str = "tcp") -> tuple[subprocess.Popen, str]:
     """``dask scheduler`` on the loopback, on a free port; returns (process, address)."""
     info = tmp / "scheduler.json"
     p = _python("-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+                "--protocol", protocol,
                 "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
                 "--scheduler-file", str(info), cwd=tmp,
                 log=tmp / "scheduler.log")
@@ -514,6 +525,54 @@ def test_a_worker_with_another_model_that_joins_later_stops_the_scan(
         stop(sched)
         for w in workers:
             stop(w)
+
+
+def make_certificates(folder: Path) -> dict[str, str]:
+    """A CA of its own and one certificate (127.0.0.1) signed by it, with openssl."""
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=folder, check=True,  # noqa: E731
+                                    capture_output=True)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out",
+        "ca.pem", "-days", "2", "-subj", "/CN=deejai test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.csr",
+        "-subj", "/CN=127.0.0.1")
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+        "-CAcreateserial", "-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
+    conf = {"distributed.comm.require-encryption": True,
+            "distributed.comm.tls.ca-file": str(folder / "ca.pem")}
+    for role in ("scheduler", "worker", "client"):
+        conf[f"distributed.comm.tls.{role}.cert"] = str(folder / "cert.pem")
+        conf[f"distributed.comm.tls.{role}.key"] = str(folder / "key.pem")
+    return conf
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make certificates")
+def test_a_tls_cluster_with_dask_own_settings(module_home, music, reference, tmp_path,
+                                              monkeypatch):
+    """docs/cluster.md's TLS set-up: the scheduler, the worker and deejai's client read the
+    same Dask settings (here as DASK_* variables) and scan over tls://."""
+    import dask
+
+    conf = make_certificates(tmp_path)
+    for key, value in conf.items():
+        monkeypatch.setenv("DASK_" + key.upper().replace(".", "__").replace("-", "_"), str(value))
+    sched, address = start_scheduler(tmp_path, protocol="tls")
+    worker = start_worker(address, tmp_path, tmp_path / "tls.log")
+    try:
+        assert address.startswith("tls://")
+        with dask.config.set(conf):
+            wait_workers(address, {"tls"})
+            ex = ClusterExecutor(address)
+            try:
+                with Library(tmp_path / "tls.sqlite") as lib:
+                    s = scan(lib, [music], executor=ex, update_index=False)
+            finally:
+                ex.shutdown()
+        assert (s.added, s.errors) == (N_FILES, 0)
+        assert_same_as(reference, rows(tmp_path / "tls.sqlite"))
+    finally:
+        stop(sched)
+        stop(worker)
 
 
 @pytest.fixture
