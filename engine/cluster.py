@@ -86,6 +86,10 @@ IDENTITY_KEYS = ("deejai", "model", "variant", "sha256")
 #: ``distributed.comm.timeouts.connect`` wins when it is shorter.
 CONNECT_TIMEOUT_S = 10.0
 
+#: Bytes of shipped files (``ship_audio``) in flight at most: the scanning machine and the
+#: scheduler hold them until their tasks finish (a file bigger than this still goes, alone).
+SHIP_BUDGET_BYTES = 256 * 2**20
+
 #: Prefix of the scan's task keys (the Dask dashboard groups tasks by it).
 TASK_PREFIX = "deejai-analyse"
 
@@ -496,6 +500,8 @@ class ClusterExecutor(Executor):
         self._probed = False
         self._lost: str | None = None
         self._nthreads: tuple[float, int] = (0.0, 1)
+        self._shipped: dict[str, int] = {}  # Dask key -> bytes of its shipped file
+        self._ship_room = threading.Condition(self._lock)
         security = self._security(distributed)
         self._canceller = ThreadPoolExecutor(1, thread_name_prefix="deejai-dask-cancel")
         try:
@@ -519,6 +525,7 @@ class ClusterExecutor(Executor):
             #: Worker address -> its identity, as the start-up check found them.
             self.workers = self._check_workers()
         except BaseException:
+            self._canceller.shutdown(wait=False)
             self._close_client()
             raise
 
@@ -651,7 +658,9 @@ class ClusterExecutor(Executor):
             self._probe(path, int(file.size))
             self._probed = True
         extra: dict[str, Any] = {}
+        key = f"{TASK_PREFIX}-{uuid.uuid4().hex}"
         if self.ship_audio:
+            self._wait_for_room(int(file.size))
             try:
                 with open(path, "rb") as fh:
                     data = fh.read()
@@ -661,7 +670,8 @@ class ClusterExecutor(Executor):
                 failed.set_exception(AudioError(path, f"cannot read: {exc.strerror or exc}"))
                 return failed
             extra = {"data": data, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
-        key = f"{TASK_PREFIX}-{uuid.uuid4().hex}"
+            with self._lock:
+                self._shipped[key] = len(data)
         import dask
 
         # a shipped file travels inside its task; Dask warns about graphs over 10 MB
@@ -669,6 +679,19 @@ class ClusterExecutor(Executor):
             dfut = self._client.submit(analyse_task, path, self.model_name, self.variant,
                                        self.expected, patches, key=key, pure=False, **extra)
         return self._bridge(dfut, path)
+
+    def _wait_for_room(self, size: int) -> None:
+        """Block until ``size`` more shipped bytes fit in :data:`SHIP_BUDGET_BYTES` (results
+        arrive on Dask's callback thread meanwhile)."""
+        with self._ship_room:
+            while (self._shipped and sum(self._shipped.values()) + size > SHIP_BUDGET_BYTES
+                   and self._lost is None and not self._shutdown):
+                self._ship_room.wait(0.5)
+
+    def _release(self, key: str) -> None:
+        """Under the lock: a task ended; its shipped bytes no longer count."""
+        if self._shipped.pop(key, None) is not None:
+            self._ship_room.notify_all()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop: cancel the tasks left (``cancel_futures``) or wait for them (``wait``), remove
@@ -720,6 +743,7 @@ class ClusterExecutor(Executor):
                 with self._lock:
                     self._cancelled.add(key)
                     self._pending.pop(key, None)
+                    self._release(key)
                 if self._lost is None:
                     try:  # never block the scan's thread on the scheduler
                         self._canceller.submit(self._cancel_remote, dfut)
@@ -740,6 +764,7 @@ class ClusterExecutor(Executor):
         """Dask callback thread: pass the outcome of ``dfut`` on to ``fut``."""
         with self._lock:
             self._pending.pop(dfut.key, None)
+            self._release(dfut.key)
             ours = dfut.key in self._cancelled
         if fut.done() or ours:
             return

@@ -251,6 +251,31 @@ def test_ship_audio_gives_the_same_library(client, cluster, music, reference, tm
     assert_same_as(reference, got)
 
 
+def test_ship_audio_keeps_the_bytes_in_flight_bounded(client, cluster, music, reference,
+                                                      tmp_path, monkeypatch):
+    from deejai.engine import cluster as cluster_mod
+
+    monkeypatch.setattr(cluster_mod, "SHIP_BUDGET_BYTES", 1)  # one file (over it) at a time
+    ex = ClusterExecutor(cluster.scheduler_address, ship_audio=True)
+    in_flight = []
+    wait = ex._wait_for_room
+
+    def watched(size):
+        wait(size)
+        in_flight.append(len(ex._shipped) + 1)
+
+    ex._wait_for_room = watched
+    try:
+        with Library(tmp_path / "bounded.sqlite") as lib:
+            s = scan(lib, [music], executor=ex, update_index=False)
+    finally:
+        ex.shutdown()
+    assert (s.added, s.errors) == (N_FILES, 0)
+    assert in_flight == [1] * N_FILES  # each waited for the one before to come back
+    assert ex._shipped == {}
+    assert_same_as(reference, rows(tmp_path / "bounded.sqlite"))
+
+
 def test_a_worker_killed_mid_task_is_retried_elsewhere(client, cluster, music, reference,
                                                        tmp_path):
     marker = tmp_path / "killed"
