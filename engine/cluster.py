@@ -619,10 +619,31 @@ class ClusterExecutor(Executor):
         return n
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """Run ``fn(*args, **kwargs)`` on a worker (no identity check); a standard Future."""
+        """Run ``fn(*args, **kwargs)`` on a worker; a standard Future.
+
+        :func:`deejai.engine.scan.analyse_file` ``(path, model, patches)`` goes through
+        :meth:`submit_analysis` (the identity check, ``ship_audio``), so a scan that submits
+        it directly (a retry) gets the same treatment; any other function runs as it is.
+        """
+        from deejai.engine import scan as _scan
+
+        if fn is _scan.analyse_file:
+            return self._submit_analyse_file(*args, **kwargs)
         self._check_open()
         key = f"deejai-task-{uuid.uuid4().hex}"
         return self._bridge(self._client.submit(fn, *args, key=key, pure=False, **kwargs), "")
+
+    def _submit_analyse_file(self, path: str, model: str, patches: int | None = None) -> Future:
+        from deejai.engine.scan import FoundFile
+
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            failed: Future = Future()
+            failed.set_exception(AudioError(path, f"cannot read: {exc.strerror or exc}"))
+            return failed
+        return self.submit_analysis(FoundFile(str(path), int(st.st_size), int(st.st_mtime_ns)),
+                                    model, patches)
 
     def submit_analysis(self, file: Any, model: str, patches: int | None = None) -> Future:
         """Analyse one file of a scan on the cluster.

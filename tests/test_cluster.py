@@ -251,6 +251,23 @@ def test_ship_audio_gives_the_same_library(client, cluster, music, reference, tm
     assert_same_as(reference, got)
 
 
+def test_submit_of_the_scans_task_goes_through_the_checks(client, cluster, music, reference):
+    """executor.submit(analyse_file, ...) (a scan's retry) is shipped and checked too."""
+    from deejai.engine.scan import analyse_file
+
+    path = sorted(reference)[0]
+    ex = ClusterExecutor(cluster.scheduler_address, ship_audio=True)
+    try:
+        a = ex.submit(analyse_file, path, DEFAULT_MODEL, None).result(timeout=120)
+        with pytest.raises(ValueError, match="analyses with"):
+            ex.submit(analyse_file, path, "msd-musicnn", None)
+        assert ex.submit(pow, 2, 10).result(timeout=120) == 1024  # anything else runs as is
+    finally:
+        ex.shutdown()
+    assert a.path == path and a.audio_hash == reference[path]["audio_hash"]
+    assert cosine(a.vector, reference[path]["v"]) >= 0.9999
+
+
 def test_ship_audio_keeps_the_bytes_in_flight_bounded(client, cluster, music, reference,
                                                       tmp_path, monkeypatch):
     from deejai.engine import cluster as cluster_mod
@@ -368,13 +385,21 @@ def test_cli_and_settings_scan_on_the_cluster(client, cluster, music, reference,
     assert added == [["added", str(N_FILES)]]
     db = deejai_home / "data" / "library.sqlite"
     assert_same_as(reference, rows(db))
-    # the setting does the same; --executor local overrides it
-    env["DEEJAI_EXECUTOR"] = cluster.scheduler_address
-    r = subprocess.run([sys.executable, "-m", "deejai.ui_cli.main", "scan", "--json",
-                        "--retry-errors", str(music)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=240)
+
+
+
+def test_the_executor_setting_and_executor_local(tmp_path, music, free_port, deejai_home):
+    """DEEJAI_EXECUTOR (the setting) sends scans to a cluster; --executor local overrides it."""
+    address = f"tcp://127.0.0.1:{free_port}"  # nothing listens there
+    env = {**os.environ, "DEEJAI_NO_DAEMON": "1", "PYTHONPATH": str(REPO),
+           "DEEJAI_EXECUTOR": address, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "1s"}
+    cmd = [sys.executable, "-m", "deejai.ui_cli.main", "scan", "--json", "-j", "1", str(music)]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 1 and f"cannot reach the Dask scheduler at {address}" in r.stderr
+    r = subprocess.run([*cmd, "--executor", "local"], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=240)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["summary"]["unchanged"] == N_FILES
+    assert json.loads(r.stdout)["summary"]["added"] == N_FILES
 
 
 # ------------------------------------------------------------------------------ processes
