@@ -417,6 +417,17 @@ def _alive(pid: int) -> bool:
         return False
 
 
+#: Every process a test started; :func:`stop_started` kills what is left when it ends.
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_started():
+    yield
+    while _STARTED:
+        stop(_STARTED.pop())
+
+
 def _python(*args: str, cwd: Path, log: Path, user: str | None = None) -> subprocess.Popen:
     cmd = [sys.executable, *args]
     if user is not None:
@@ -426,8 +437,10 @@ def _python(*args: str, cwd: Path, log: Path, user: str | None = None) -> subpro
         cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
                *cmd]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("wb"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log.open("wb"),
+                         stderr=subprocess.STDOUT, start_new_session=True)
+    _STARTED.append(p)
+    return p
 
 
 def start_scheduler(tmp: Path, protocol: str = "tcp") -> tuple[subprocess.Popen, str]:
