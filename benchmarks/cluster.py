@@ -15,6 +15,9 @@ the same files, it alternates first scans of DIR
   seconds they took (start-up — spawning, loading the model — is left out of both);
 * **start-up s**: from the start of the scan (or of connecting to the cluster) to the first
   result;
+* **CPU-s per track**: CPU seconds of every process (this one, the pool's workers, the
+  cluster's scheduler and workers) per track, over the same steady part: on a busy machine
+  less noisy than the time;
 * the **Dask overhead per track**: how much longer a track takes on the cluster than in the
   pool, in percent of the pool's time (the target: under 10 %).
 
@@ -41,6 +44,22 @@ import time
 from pathlib import Path
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and every process below it: the local
+    pool's workers, the LocalCluster's scheduler (in this process) and worker processes."""
+    import psutil
+
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system  # reaped children too
+    for child in psutil.Process().children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += c.user + c.system
+    return total
+
+
 def load() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -49,30 +68,39 @@ def load() -> str:
 
 
 class Clock:
-    """``on_progress`` recorder: when each result arrived."""
+    """``on_progress`` recorder: when each result arrived, and the CPU seconds used from the
+    moment every worker had finished a track (``workers`` results) to the last result."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
         self.t0 = time.monotonic()
         self.marks: list[tuple[float, int]] = []
+        self.cpu: list[tuple[int, float]] = []  # (done, CPU seconds) when warm and at the end
 
     def __call__(self, done: int, total: int, errors: int, rate: float, eta) -> None:
-        if done:
-            self.marks.append((time.monotonic(), done))
+        if not done:
+            return
+        self.marks.append((time.monotonic(), done))
+        if (not self.cpu and done >= self.workers) or (done == total and len(self.cpu) == 1):
+            self.cpu.append((done, cpu_seconds()))
 
-    def figures(self, workers: int) -> tuple[float, float]:
-        """(steady tracks/s, seconds to the first result)."""
+    def figures(self) -> tuple[float, float, float]:
+        """(steady tracks/s, seconds to the first result, steady CPU seconds per track)."""
         first = self.marks[0][0] - self.t0
-        warm = next(((t, d) for t, d in self.marks if d >= workers), self.marks[0])
+        warm = next(((t, d) for t, d in self.marks if d >= self.workers), self.marks[0])
         t_end, d_end = self.marks[-1]
         steady = (d_end - warm[1]) / (t_end - warm[0]) if t_end > warm[0] else float("nan")
-        return steady, first
+        cpu = float("nan")
+        if len(self.cpu) == 2 and self.cpu[1][0] > self.cpu[0][0]:
+            cpu = (self.cpu[1][1] - self.cpu[0][1]) / (self.cpu[1][0] - self.cpu[0][0])
+        return steady, first, cpu
 
 
 def run_local(folder: Path, workers: int, patches, tmp: Path, n: int):
     from deejai.engine.library import Library
     from deejai.engine.scan import scan
 
-    clock, analyses = Clock(), []
+    clock, analyses = Clock(workers), []
     with Library(tmp / f"local-{n}.sqlite") as lib:
         s = scan(lib, [folder], workers=workers, patches=patches, update_index=False,
                  on_progress=clock, on_result=analyses.append)
@@ -85,7 +113,7 @@ def run_dask(folder: Path, address: str, workers: int, patches, tmp: Path, n: in
     from deejai.engine.library import Library
     from deejai.engine.scan import scan
 
-    clock = Clock()  # connecting (the model check, the plugin) counts as start-up
+    clock = Clock(workers)  # connecting (the model check, the plugin) counts as start-up
     ex = ClusterExecutor(address, ship_audio=ship)
     try:
         with Library(tmp / f"dask-{n}-{ship}.sqlite") as lib:
@@ -162,26 +190,33 @@ def main(argv=None) -> int:
                                             args.workers, args.patches, tmp, n,
                                             ship=name == "dask+ship")
                     wall = time.monotonic() - t0
-                    steady, first = clock.figures(args.workers)
-                    results.setdefault(name, []).append((steady, first, wall))
+                    steady, first, cpu = clock.figures()
+                    results.setdefault(name, []).append((steady, first, wall, cpu))
                     print(f"  run {n + 1} {name:10s} {steady:6.2f} tracks/s steady, first result "
-                          f"after {first:5.1f} s, {wall:6.1f} s in all ({s.added} tracks)",
-                          flush=True)
+                          f"after {first:5.1f} s, {wall:6.1f} s in all, {cpu:.3f} CPU-s per "
+                          f"track ({s.added} tracks)", flush=True)
         finally:
             cluster.close()
         print(f"load average after: {load()}")
-        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3))
+        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(4))
                for k, v in results.items()}
         print("\nmedian of", args.repeat, "runs:")
-        print(f"  {'':10s} {'tracks/s':>9s} {'start-up s':>11s} {'whole scan s':>13s}")
-        for name, (steady, first, wall) in med.items():
-            print(f"  {name:10s} {steady:9.2f} {first:11.1f} {wall:13.1f}")
+        print(f"  {'':10s} {'tracks/s':>9s} {'start-up s':>11s} {'whole scan s':>13s} "
+              f"{'CPU-s/track':>12s}")
+        for name, (steady, first, wall, cpu) in med.items():
+            print(f"  {name:10s} {steady:9.2f} {first:11.1f} {wall:13.1f} {cpu:12.3f}")
         local = med["local"][0]
+        print("Dask overhead per track, in % of the pool's (target < 10 %):")
         for name in med:
-            if name != "local":
-                over = (local / med[name][0] - 1.0) * 100.0
-                print(f"  Dask overhead per track, {name}: {over:+.1f} % of the pool's time "
-                      f"(target < 10 %)")
+            if name == "local":
+                continue
+            over = (local / med[name][0] - 1.0) * 100.0
+            # each run against the local run just before it: less exposed to a load that changes
+            pairs = [(a[0] / b[0] - 1.0) * 100.0 for a, b in zip(results["local"], results[name])]
+            cpu_over = (med[name][3] / med["local"][3] - 1.0) * 100.0
+            print(f"  {name:10s} time {over:+.1f} % (median tracks/s); run by run "
+                  f"{', '.join(f'{p:+.0f} %' for p in pairs)}; CPU {cpu_over:+.1f} % "
+                  "(CPU-s per track, all processes)")
         per_track_s = args.workers / local  # process-seconds per track
         mean_dur = statistics.fmean(durations) if durations else float("nan")
         print(f"\nper track: {per_track_s:.3f} process-seconds on this machine (mean track "
