@@ -217,35 +217,44 @@ def main(argv=None) -> int:
             print(f"  {name:10s} time {over:+.1f} % (median tracks/s); run by run "
                   f"{', '.join(f'{p:+.0f} %' for p in pairs)}; CPU {cpu_over:+.1f} % "
                   "(CPU-s per track, all processes)")
-        per_track_s = args.workers / local  # process-seconds per track
+        # the cost of one track on one core: the pool's wall time per track and process (what
+        # this machine gave, shared or not), and its CPU seconds per track (a core of its own)
+        per_track_s = args.workers / local
+        cpu_track_s = med["local"][3]
         mean_dur = statistics.fmean(durations) if durations else float("nan")
-        print(f"\nper track: {per_track_s:.3f} process-seconds on this machine (mean track "
-              f"{mean_dur / 60:.1f} min, {size_b / len(files) / 2**20:.1f} MB)")
+        print(f"\nper track: {per_track_s:.3f} process-seconds of wall time, {cpu_track_s:.3f} "
+              f"CPU-seconds (mean track {mean_dur / 60:.1f} min, "
+              f"{size_b / len(files) / 2**20:.1f} MB)")
         writer = writer_rate(analyses, tmp)
         print(f"single writer: {writer:.0f} tracks/s committed (batches of 32)")
 
         procs = args.machines * args.cores
-        over = max(0.0, local / med["dask"][0] - 1.0)  # none when Dask measured faster
-        rate = procs / (per_track_s * (1.0 + over))
-        hours = args.archive / rate / 3600
+        over = max(0.0, local / med["dask"][0] - 1.0, med["dask"][3] / cpu_track_s - 1.0)
+        fast = procs / (cpu_track_s * (1.0 + over))   # tracks/s, dedicated cores
+        slow = procs / (per_track_s * (1.0 + over))   # tracks/s, cores as busy as these
+        hours = args.archive / fast / 3600, args.archive / slow / 3600
         total_b = args.archive * size_b / len(files)
         print(f"\npaper estimate: {args.archive:,} tracks like these on {args.machines} machines "
-              f"x {args.cores} cores ({procs} Dask worker processes, 1 thread each), cores as "
-              "fast as this machine's:")
-        print(f"  computing: {rate:.0f} tracks/s -> {hours:.1f} hours "
-              f"(one process here: {args.archive * per_track_s / 3600 / 24:.1f} days)")
-        print(f"  the single writer needs {rate / writer * 100:.0f} % of its measured capacity; "
-              f"the scheduler {rate:.0f} tasks/s (Dask's docs: about 1 ms of overhead per task, "
-              "so ~1000 tasks/s)")
-        need = total_b / (hours * 3600)
-        print(f"  reading the music: {total_b / 2**40:.2f} TiB, {need / 1e6:.0f} MB/s to keep the "
-              "workers busy, from the shared filesystem (or through the scheduler with "
-              "--ship-audio)")
+              f"x {args.cores} cores ({procs} Dask worker processes, 1 thread each), cores like "
+              f"this machine's, Dask's overhead taken as {over * 100:.0f} %:")
+        print(f"  computing: {fast:.0f} tracks/s -> {hours[0]:.1f} hours on cores of their own, "
+              f"{slow:.0f} tracks/s -> {hours[1]:.1f} hours on cores as busy as these (one "
+              f"process alone: {args.archive * cpu_track_s / 3600 / 24:.1f} to "
+              f"{args.archive * per_track_s / 3600 / 24:.1f} days)")
+        print(f"  the single writer needs {fast / writer * 100:.0f} % of its measured capacity; "
+              f"the scheduler {fast:.0f} tasks/s (distributed's docs: about 1 ms of overhead "
+              "per task, so ~1000 tasks/s)"
+              + ("; the scheduler is then the limit" if fast > 1000 else ""))
+        need = total_b / (hours[0] * 3600)
+        print(f"  reading the music: {total_b / 2**40:.2f} TiB, up to {need / 1e6:.0f} MB/s to "
+              "keep the workers busy, from the shared filesystem (or through the scheduler "
+              "with --ship-audio)")
         for label, link in (("1 Gbit/s", 117e6), ("10 Gbit/s", 1170e6)):
             io_h = total_b / link / 3600
+            lo, hi = max(io_h, hours[0]), max(io_h, hours[1])
             print(f"    a file server on {label} (~{link / 1e6:.0f} MB/s): {io_h:.1f} hours to "
-                  f"read it -> the scan takes ~{max(io_h, hours):.1f} hours, "
-                  f"{'the network' if io_h > hours else 'the CPUs'} bound")
+                  f"read it -> the scan takes ~{lo:.1f} to {hi:.1f} hours"
+                  f"{', bound by the network' if io_h >= hours[1] else ''}")
     return 0
 
 
