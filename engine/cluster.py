@@ -24,7 +24,8 @@ Faults, as the scan sees them:
 * a worker killed mid-task: the scheduler runs its tasks on other workers, up to its
   ``distributed.scheduler.allowed-failures`` times (Dask's default: 3); then the file fails
   with :class:`~deejai.engine.errors.WorkerDiedError`, the pool's error for a worker that
-  died under a file;
+  died under a file, which the scan records as a *transient* error (the next scan tries the
+  file again) without a retry of its own (:attr:`ClusterExecutor.retries_dead_workers`);
 * the scheduler lost mid-scan: the pending futures fail with
   :class:`~deejai.engine.errors.ClusterError`, which stops the scan; what finished is
   committed and the next scan goes on from there;
@@ -465,6 +466,10 @@ class ClusterExecutor(Executor):
     cancels its Dask task. :meth:`shutdown` cancels what is left, removes the worker plugin
     (the workers free the model) and closes the client; the cluster goes on running.
     """
+
+    #: Dask's scheduler runs a task whose worker died on other workers (``allowed-failures``
+    #: times): the scan records a :class:`WorkerDiedError` from here at once, as transient.
+    retries_dead_workers = True
 
     def __init__(
         self,

@@ -47,7 +47,12 @@ The analysis runs in any :class:`concurrent.futures.Executor`. Tasks are
 row: :class:`~deejai.engine.errors.WorkerDiedError` (a worker died) is first retried, up to
 ``retries`` times, through the executor's ``submit_fresh`` when it has one (else ``submit``),
 then recorded as transient; see :func:`error_kind` for the rest. An executor for a cluster
-raises ``WorkerDiedError`` for a task whose worker was lost to get the same treatment.
+raises ``WorkerDiedError`` for a task whose worker was lost to get the same treatment; one
+whose ``retries_dead_workers`` is true (:class:`~deejai.engine.cluster.ClusterExecutor`: Dask's
+scheduler already ran the task on other workers, ``allowed-failures`` times) has its
+``WorkerDiedError`` recorded as transient at once. An executor may also analyse a file its own
+way: ``submit_analysis(file, model, patches)``, where it has that method, replaces the
+``analyse_file`` task.
 """
 from __future__ import annotations
 
@@ -745,7 +750,8 @@ def scan(
         summary's ``kept_why`` says why).
     retries : int
         Times a file whose worker died is tried again in a fresh worker (the executor's
-        ``submit_fresh`` where it has one) before it is recorded as a transient error.
+        ``submit_fresh`` where it has one) before it is recorded as a transient error; 0 for
+        an executor whose ``retries_dead_workers`` is true (it retries on its own).
 
     Returns
     -------
@@ -850,6 +856,8 @@ def _analyse_all(
         parallel = int(getattr(executor, "_max_workers", None) or workers or default_workers())
     window = max(2, 2 * parallel)
     submit_fresh = getattr(executor, "submit_fresh", None) or executor.submit
+    if getattr(executor, "retries_dead_workers", False):
+        retries = 0  # the executor ran it on other workers already (Dask's allowed-failures)
     attempts: dict[str, int] = {}  # path -> retries used so far
     # an executor may analyse a file its own way (a Dask cluster ships the file, checks its
     # workers' model): ``submit_analysis(file, model, patches)`` returns the Future

@@ -332,12 +332,14 @@ def test_a_file_whose_workers_keep_dying_is_recorded_then_retried(client, cluste
     assert len(failed) == s.errors
     assert all("1 Dask worker died while analysing this file" in e["error"] for e in failed), \
         failed
+    assert s.retried == 0  # the scheduler's retries are the retries: none by the scan
+    assert all(e["error_kind"] == "transient" for e in failed), failed
     assert_same_as(reference, rows(tmp_path / "died.sqlite"))
     client.wait_for_workers(2, timeout=120)
     ex = ClusterExecutor(cluster.scheduler_address)
     try:
         with Library(tmp_path / "died.sqlite") as lib:
-            again = scan(lib, [music], executor=ex, update_index=False, retry_errors=True)
+            again = scan(lib, [music], executor=ex, update_index=False)  # transient: retried
     finally:
         ex.shutdown()
     assert (again.updated, again.errors) == (s.errors, 0)
