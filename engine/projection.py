@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,14 +222,11 @@ def library_map(library: Any, model: str, catalogue: Any, *, method: str = "auto
     if save:
         meta = {"format": MAP_FORMAT, "model": model, "library_id": library.library_id,
                 "revision": revision, "method": used, "requested": method}
-        tmp = path.with_name(path.name + ".tmp.npz")
+        from deejai.engine._fs import atomic_file
+
         try:
-            np.savez(str(tmp), meta=np.asarray(json.dumps(meta)), ids=result.ids, xy=xy)
-            os.replace(tmp, path)
+            with atomic_file(path, private=True) as fh:  # 0600, like the library beside it
+                np.savez(fh, meta=np.asarray(json.dumps(meta)), ids=result.ids, xy=xy)
         except OSError as exc:
             log.warning("cannot save the library map to %s: %s", path, exc)
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
     return result

@@ -830,6 +830,13 @@ def test_data_state_and_log_files_are_private_whatever_the_umask(corpus, tmp_pat
     assert len(files) == 4
     for f in files:
         assert mode(f) == 0o600, f
+    # the library map's cache (deejai map), made under umask 0 as well
+    r = subprocess.run([sys.executable, "-m", "deejai.ui_cli.main", "map", "-o",
+                        str(tmp_path / "map.png")], env=env, capture_output=True, text=True,
+                       timeout=240, preexec_fn=_umask(0))
+    assert r.returncode == 0, r.stderr
+    (cache,) = db.parent.glob("*.map.npz")
+    assert mode(cache) == 0o600
     # the WAL files, while a connection holds them open (made under umask 0 too)
     old = os.umask(0)
     try:

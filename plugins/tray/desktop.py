@@ -123,7 +123,10 @@ def launch_detached(argv: Sequence[str], *, env: Mapping[str, str] | None = None
     out: Any = subprocess.DEVNULL
     fh = None
     if log_file is not None:
+        from deejai.engine._fs import private_file
+
         log_file.parent.mkdir(parents=True, exist_ok=True)
+        private_file(log_file)  # 0600: a daemon's log tells what a person listens to
         fh = open(log_file, "ab")
         out = fh
     try:
