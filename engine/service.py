@@ -66,14 +66,6 @@ Workers = Annotated[int, Meta(ge=0)]
 QueryText = Annotated[str, Meta(max_length=MAX_QUERY_CHARS)]
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 @dataclass
 class ScanJob:
     """State of one background scan, as :meth:`Engine.scan_status` reports it."""
@@ -413,11 +405,14 @@ class Engine:
         except (TypeError, ValueError):
             raise ConfigError("the workers and max_workers settings must be whole numbers"
                               ) from None
-        cap = max(usable_cores(), ceiling)
-        wanted = workers or setting or usable_cores()
+        from deejai.engine.pool import default_workers
+
+        cores = default_workers()  # the CPU cores this process may use
+        cap = max(cores, ceiling)
+        wanted = workers or setting or cores
         if wanted > cap:
             log.info("scan: %d workers asked for, %d used (the cores%s)", wanted, cap,
-                     "; max_workers raises it" if ceiling <= usable_cores() else
+                     "; max_workers raises it" if ceiling <= cores else
                      ", as max_workers allows")
         return max(1, min(wanted, cap))
 

@@ -81,11 +81,9 @@ def default_heavy_threads() -> int:
     Playlists are CPU work under the GIL (NumPy releases it in places), so more threads than
     cores only make each call slower and the cheap calls wait longer for the interpreter.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
-        cores = os.cpu_count() or 2
-    return max(2, min(8, cores))
+    from deejai.engine.pool import default_workers
+
+    return max(2, min(8, default_workers()))
 
 _MISSING = object()
 
@@ -303,9 +301,12 @@ class Dispatcher:
         More methods, ``callable(engine, **params)`` by wire name (the plugins' RPC methods,
         handed over at start-up); names the engine or the built-ins have are ignored.
     executor : Executor, optional
-        Where cheap Engine calls run (default: a pool of :data:`LIGHT_THREADS` threads).
+        Where cheap Engine calls run (default: a pool of ``threads`` threads).
     heavy_executor : Executor, optional
         Where heavy calls run (default: a pool of ``heavy_threads`` threads).
+    threads : int, optional
+        Threads of the cheap calls' pool, when the dispatcher makes it (default
+        :data:`LIGHT_THREADS`).
     heavy_threads : int, optional
         Heavy calls that run at once (default :func:`default_heavy_threads`); give the number
         of threads of ``heavy_executor`` when you pass one.
@@ -317,7 +318,7 @@ class Dispatcher:
                  extra: Mapping[str, Callable[..., Any]] | None = None,
                  executor: concurrent.futures.Executor | None = None,
                  heavy_executor: concurrent.futures.Executor | None = None,
-                 heavy_threads: int | None = None) -> None:
+                 threads: int | None = None, heavy_threads: int | None = None) -> None:
         self.engine = engine
         table = dict(methods) if methods is not None else method_table(type(engine))
         self.methods = {k: v for k, v in table.items() if k not in BUILTIN_TABLE}
@@ -325,7 +326,7 @@ class Dispatcher:
         heavy_threads = int(heavy_threads or default_heavy_threads())
         self._own = [e is None for e in (executor, heavy_executor)]
         self.executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=LIGHT_THREADS, thread_name_prefix="deejai-rpc")
+            max_workers=threads or LIGHT_THREADS, thread_name_prefix="deejai-rpc")
         self.heavy_executor = heavy_executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=heavy_threads, thread_name_prefix="deejai-rpc-heavy")
         #: The heavy calls' lane (see the module docstring).

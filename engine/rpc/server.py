@@ -33,7 +33,7 @@ from deejai.engine.config import Paths, paths as default_paths
 from deejai.engine.errors import ConfigError, DaemonError
 from deejai.engine.methods import Method
 from deejai.engine.rpc.connection import READ_CHUNK, AuthGuard, Connection
-from deejai.engine.rpc.dispatch import LIGHT_THREADS, Dispatcher, default_heavy_threads
+from deejai.engine.rpc.dispatch import Dispatcher
 from deejai.engine.rpc.framing import (
     MAX_LINE_BYTES,
     dumps,
@@ -204,23 +204,13 @@ class Server:
     ) -> None:
         if socket_path is None and tcp is None and sock is None:
             raise ConfigError("the server needs a socket path, a TCP address or a socket")
-        import concurrent.futures
-
         self.engine = engine
         self.socket_path = os.fspath(socket_path) if socket_path is not None else None
         self.tcp = tcp if isinstance(tcp, Address) or tcp is None else parse_address(tcp, tcp=True)
         self.token = token or secrets.token_urlsafe(32)
-        heavy_threads = int(heavy_threads or default_heavy_threads())
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads or LIGHT_THREADS, thread_name_prefix="deejai-rpc"
-        )
-        self._heavy_executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=heavy_threads, thread_name_prefix="deejai-rpc-heavy"
-        )
+        # the dispatcher's own thread pools; :meth:`Dispatcher.close` waits for them
         self.dispatcher = Dispatcher(engine, methods=methods, extra=extra_methods,
-                                     executor=self._executor,
-                                     heavy_executor=self._heavy_executor,
-                                     heavy_threads=heavy_threads)
+                                     threads=threads, heavy_threads=heavy_threads)
         self.max_line_bytes = int(max_line_bytes)
         self.queue_size = int(queue_size)
         self.max_in_flight = int(max_in_flight)
@@ -453,12 +443,7 @@ class Server:
         try:
             asyncio.run(self.serve_forever())
         finally:
-            self.shutdown_pools()
-
-    def shutdown_pools(self) -> None:
-        """Wait for running Engine calls; queued ones are cancelled."""
-        for pool in (self._executor, self._heavy_executor):
-            pool.shutdown(wait=True, cancel_futures=True)
+            self.dispatcher.close()
 
 
 def serve(
@@ -548,7 +533,7 @@ def serve(
         finally:
             if tok_path is not None:
                 tok_path.unlink(missing_ok=True)
-            server.shutdown_pools()
+            server.dispatcher.close()
     finally:
         if engine is not None:
             log.info("closing the engine")
