@@ -146,18 +146,10 @@ def expected_identity(model_name: str, variant: str) -> dict[str, str]:
     ModelError
         No such model or variant, or the file does not match the card.
     """
-    from deejai.engine.errors import ModelError
-    from deejai.engine.model import file_sha256, load_card
+    from deejai.engine.model import load_card, verified_file
 
     card = load_card(model_name)
-    path = card.variant_file(variant)
-    try:
-        digest = file_sha256(path)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
-    if digest != card.variants[variant]["sha256"]:
-        raise ModelError(f"{path}: sha256 {digest[:12]}… does not match the card's "
-                         f"{card.variants[variant]['sha256'][:12]}… (corrupt or replaced file)")
+    _, digest = verified_file(card, variant)
     return {"deejai": deejai_version(), "model": str(card.name), "variant": variant,
             "sha256": digest}
 
@@ -199,6 +191,14 @@ def _worker_address() -> str:
         return f"{socket.gethostname()} (pid {os.getpid()})"
 
 
+def _new_model(model_name: str, variant: str) -> Any:
+    """One interpreter of the model, as a scan's pool worker loads it (one thread)."""
+    from deejai.engine.model import Model
+    from deejai.engine.scan import WORKER_BATCH
+
+    return Model(model_name, threads=1, batch_size=WORKER_BATCH, variant=variant)
+
+
 def _prepare(model_name: str, variant: str) -> dict[str, Any]:
     """Load ``model_name``'s ``variant`` in this worker process once (thread-safe).
 
@@ -207,7 +207,7 @@ def _prepare(model_name: str, variant: str) -> dict[str, Any]:
     """
     with _STATE_LOCK:
         if _STATE["spec"] != (model_name, variant):
-            from deejai.engine.scan import WORKER_BATCH, limit_threads
+            from deejai.engine.scan import limit_threads
 
             for m in _STATE["models"]:
                 m.close()
@@ -215,9 +215,7 @@ def _prepare(model_name: str, variant: str) -> dict[str, Any]:
                           loads=0)
             limit_threads()
             try:
-                from deejai.engine.model import Model
-
-                model = Model(model_name, threads=1, batch_size=WORKER_BATCH, variant=variant)
+                model = _new_model(model_name, variant)
                 model.warm_up()
                 _STATE["loads"] += 1
             except DeejaiError as exc:
@@ -294,10 +292,7 @@ def _borrow(model_name: str, variant: str, expected: dict[str, str]) -> Any:
     with _STATE_LOCK:
         if _STATE["models"]:
             return _STATE["models"].pop()
-    from deejai.engine.model import Model
-    from deejai.engine.scan import WORKER_BATCH
-
-    model = Model(model_name, threads=1, batch_size=WORKER_BATCH, variant=variant)
+    model = _new_model(model_name, variant)
     with _STATE_LOCK:  # a worker with --nthreads > 1: one interpreter per busy thread
         _STATE["loads"] += 1
     return model
@@ -419,6 +414,13 @@ def _quiet_dask_logs() -> None:
         return
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _unreadable(path: str, exc: OSError) -> Future:
+    """A Future that failed as the scan's read of ``path`` did (an :class:`AudioError`)."""
+    failed: Future = Future()
+    failed.set_exception(AudioError(path, f"cannot read: {exc.strerror or exc}"))
+    return failed
 
 
 def _reason(exc: BaseException) -> str:
@@ -644,9 +646,7 @@ class ClusterExecutor(Executor):
         try:
             st = os.stat(path)
         except OSError as exc:
-            failed: Future = Future()
-            failed.set_exception(AudioError(path, f"cannot read: {exc.strerror or exc}"))
-            return failed
+            return _unreadable(path, exc)
         return self.submit_analysis(FoundFile(str(path), int(st.st_size), int(st.st_mtime_ns)),
                                     model, patches)
 
@@ -692,9 +692,7 @@ class ClusterExecutor(Executor):
                     data = fh.read()
                     st = os.fstat(fh.fileno())
             except OSError as exc:
-                failed: Future = Future()
-                failed.set_exception(AudioError(path, f"cannot read: {exc.strerror or exc}"))
-                return failed
+                return _unreadable(path, exc)
             extra = {"data": data, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
             with self._lock:
                 self._shipped[key] = len(data)

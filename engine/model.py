@@ -42,6 +42,7 @@ __all__ = [
     "load_model",
     "resolve_model_dir",
     "file_sha256",
+    "verified_file",
     "Backend",
     "LiteRTBackend",
     "TFLiteRuntimeBackend",
@@ -412,6 +413,36 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def verified_file(card: "ModelCard", variant: str) -> tuple[Path, str]:
+    """The ``.tflite`` file of ``card``'s ``variant``, checked against the card's sha256.
+
+    Returns
+    -------
+    (Path, str)
+        The file and its hex SHA-256 digest.
+
+    Raises
+    ------
+    ModelError
+        The card has no such variant, the file is missing or unreadable, or its digest is
+        not the card's (a corrupt or replaced file).
+    """
+    path = card.variant_file(variant)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file missing")
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+    expected = card.variants[variant]["sha256"]
+    if digest != expected:
+        raise ModelError(
+            f"{path}: sha256 {digest[:12]}… does not match the card's {expected[:12]}…"
+            " (corrupt or replaced file)"
+        )
+    return path, digest
 
 
 # --------------------------------------------------------------------------------------------
@@ -817,16 +848,7 @@ class Model:
         self.card = load_card(name_or_path if name_or_path is not None else _default_model())
         if variant in (None, AUTO_VARIANT):
             variant = choose_variant(self.card, threads=threads, backend=backend)
-        path = self.card.variant_file(variant)
-        if not path.is_file():
-            raise ModelError(f"{path}: model file missing")
-        digest = file_sha256(path)
-        expected = self.card.variants[variant]["sha256"]
-        if digest != expected:
-            raise ModelError(
-                f"{path}: sha256 {digest[:12]}… does not match the card's {expected[:12]}…"
-                " (corrupt or replaced file)"
-            )
+        path, _ = verified_file(self.card, variant)
         self.variant = variant
         self.backend = _open_backend(path, threads, backend)
         self._check_tensors(path)
