@@ -84,7 +84,10 @@ def check_query(text: str, param: str | None = "query") -> None:
     if len(text) > MAX_QUERY_CHARS:
         raise InvalidParamsError(f"{param or 'query'}: a query may be at most {MAX_QUERY_CHARS} "
                                  f"characters long, this one has {len(text)}", param)
-    n = len(_WORD.findall(text))
+    _check_words(len(_WORD.findall(text)), param)
+
+
+def _check_words(n: int, param: str | None) -> None:
     if n > MAX_QUERY_WORDS:
         raise InvalidParamsError(f"{param or 'query'}: a query may have at most "
                                  f"{MAX_QUERY_WORDS} words, this one has {n}", param)
@@ -175,10 +178,10 @@ class SearchIndex:
         """
         if isinstance(query, str):
             check_query(query)
-        terms = words(query) if isinstance(query, str) else list(query)
-        if len(terms) > MAX_QUERY_WORDS:
-            raise InvalidParamsError(f"query: a query may have at most {MAX_QUERY_WORDS} words, "
-                                     f"this one has {len(terms)}", "query")
+            terms = words(query)
+        else:
+            terms = list(query)
+            _check_words(len(terms), "query")
         if not terms:
             return []
         rows = self._filter([" " + t for t in terms])  # each word starts a word ...
