@@ -1,7 +1,7 @@
 """Shared fixtures: a temporary DEEJAI_HOME and MP3 files the tests make themselves."""
 from __future__ import annotations
 
-import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 
 from tests.audiogen import make_library, write_mp3
 
-__all__ = ["write_mp3", "make_library"]
+__all__ = ["write_mp3", "make_library", "free_tcp_port"]
 
 
 @pytest.fixture(autouse=True)
@@ -37,3 +37,25 @@ def mp3(tmp_path) -> Path:
         seed=1,
         tags={"artist": "Test Artist", "title": "Tone", "album": "Tests"},
     )
+
+
+def free_tcp_port() -> int:
+    """A loopback TCP port nothing listens on (the OS's choice, released at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    return free_tcp_port()
+
+
+@pytest.fixture
+def daemons():
+    """The ``deejai serve`` processes a test starts (``tests.test_rpc.start_daemon``); each
+    is stopped when the test ends."""
+    started: list = []
+    yield started
+    for d in started:
+        d.stop()

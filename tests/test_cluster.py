@@ -115,6 +115,16 @@ def assert_same_as(reference: dict, got: dict, *, only_ok: bool = True) -> None:
             assert cosine(r[key], ref[key]) >= 0.9999, (path, key)
 
 
+def cluster_scan(address: str, db: Path, music: Path, *, ship_audio: bool = False, **kw):
+    """Scan ``music`` into the library ``db`` on the cluster at ``address``; the summary."""
+    ex = ClusterExecutor(address, ship_audio=ship_audio)
+    try:
+        with Library(db) as lib:
+            return scan(lib, [music], executor=ex, update_index=False, **kw)
+    finally:
+        ex.shutdown()
+
+
 class KillOnce(WorkerPlugin):
     """Kills its worker process with SIGKILL the moment a scan task starts executing there;
     once in the whole cluster (the worker that creates ``marker`` does it)."""
@@ -239,12 +249,8 @@ def test_cluster_scan_equals_the_local_pool_and_loads_the_model_once(client, clu
 
 
 def test_ship_audio_gives_the_same_library(client, cluster, music, reference, tmp_path):
-    ex = ClusterExecutor(cluster.scheduler_address, ship_audio=True)
-    try:
-        with Library(tmp_path / "shipped.sqlite") as lib:
-            s = scan(lib, [music], executor=ex, update_index=False)
-    finally:
-        ex.shutdown()
+    s = cluster_scan(cluster.scheduler_address, tmp_path / "shipped.sqlite", music,
+                     ship_audio=True)
     assert (s.added, s.errors) == (N_FILES, 0)
     got = rows(tmp_path / "shipped.sqlite")
     assert set(got) == set(reference)  # the paths of this machine, not the workers' copies
@@ -298,12 +304,9 @@ def test_a_worker_killed_mid_task_is_retried_elsewhere(client, cluster, music, r
     marker = tmp_path / "killed"
     client.register_plugin(KillOnce(str(marker)))
     pids_before = set(client.run(os.getpid).values())
-    ex = ClusterExecutor(cluster.scheduler_address)
     try:
-        with Library(tmp_path / "killed.sqlite") as lib:
-            s = scan(lib, [music], executor=ex, update_index=False)
+        s = cluster_scan(cluster.scheduler_address, tmp_path / "killed.sqlite", music)
     finally:
-        ex.shutdown()
         client.unregister_worker_plugin(KillOnce.name)
     killed = int(marker.read_text())
     assert killed in pids_before
@@ -336,12 +339,8 @@ def test_a_file_whose_workers_keep_dying_is_recorded_then_retried(client, cluste
     assert all(e["error_kind"] == "transient" for e in failed), failed
     assert_same_as(reference, rows(tmp_path / "died.sqlite"))
     client.wait_for_workers(2, timeout=120)
-    ex = ClusterExecutor(cluster.scheduler_address)
-    try:
-        with Library(tmp_path / "died.sqlite") as lib:
-            again = scan(lib, [music], executor=ex, update_index=False)  # transient: retried
-    finally:
-        ex.shutdown()
+    # transient: the next scan analyses them again
+    again = cluster_scan(cluster.scheduler_address, tmp_path / "died.sqlite", music)
     assert (again.updated, again.errors) == (s.errors, 0)
     got = rows(tmp_path / "died.sqlite")
     assert all(r["status"] == "ok" for r in got.values())
@@ -387,7 +386,6 @@ def test_cli_and_settings_scan_on_the_cluster(client, cluster, music, reference,
     assert added == [["added", str(N_FILES)]]
     db = deejai_home / "data" / "library.sqlite"
     assert_same_as(reference, rows(db))
-
 
 
 def test_the_executor_setting_and_executor_local(tmp_path, music, free_port, deejai_home):
@@ -627,12 +625,7 @@ def test_a_tls_cluster_with_dask_own_settings(module_home, music, reference, tmp
         assert address.startswith("tls://")
         with dask.config.set(conf):
             wait_workers(address, {"tls"})
-            ex = ClusterExecutor(address)
-            try:
-                with Library(tmp_path / "tls.sqlite") as lib:
-                    s = scan(lib, [music], executor=ex, update_index=False)
-            finally:
-                ex.shutdown()
+            s = cluster_scan(address, tmp_path / "tls.sqlite", music)
         assert (s.added, s.errors) == (N_FILES, 0)
         assert_same_as(reference, rows(tmp_path / "tls.sqlite"))
     finally:
@@ -680,12 +673,7 @@ def test_workers_without_the_files_need_ship_audio(module_home, music, reference
         assert "worker tcp://127.0.0.1:" in text and "Permission denied" in text, text
         assert "--ship-audio" in text
         assert rows(open_tmp / "a.sqlite") == {}
-        ex = ClusterExecutor(address, ship_audio=True)
-        try:
-            with Library(open_tmp / "b.sqlite") as lib:
-                s = scan(lib, [private / "music"], executor=ex, update_index=False)
-        finally:
-            ex.shutdown()
+        s = cluster_scan(address, open_tmp / "b.sqlite", private / "music", ship_audio=True)
         assert (s.added, s.errors) == (N_FILES, 0)
         got = rows(open_tmp / "b.sqlite")
         assert all(p.startswith(str(private)) for p in got)
@@ -695,11 +683,3 @@ def test_workers_without_the_files_need_ship_audio(module_home, music, reference
         stop(sched)
         stop(worker)
 
-
-@pytest.fixture
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

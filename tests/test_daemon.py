@@ -18,7 +18,7 @@ import pytest
 from deejai.engine.errors import DaemonError, UnauthorisedError
 from deejai.engine.rpc import Client, read_daemon_info
 from tests.audiogen import make_library
-from tests.test_rpc import Daemon, Raw, assert_error, home_paths
+from tests.test_rpc import Raw, assert_error, home_paths, start_daemon
 
 
 def run_cli(home: Path, *args: str, timeout: float = 60.0, env: dict | None = None):
@@ -33,23 +33,9 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
-
-
-def start(daemons: list, home: Path, *args: str, **kw) -> Daemon:
-    d = Daemon(home, *args, **kw)
-    daemons.append(d)
-    return d.start()
-
-
 # ------------------------------------------------------------------------------ files, modes
 def test_socket_folder_and_lock_modes(deejai_home, daemons):
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     sock = d.paths.socket_file
     assert stat.S_ISSOCK(os.lstat(sock).st_mode)
     assert mode(sock) == 0o600
@@ -62,7 +48,7 @@ def test_socket_folder_and_lock_modes(deejai_home, daemons):
 
 
 def test_second_daemon_exits_1(deejai_home, daemons):
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     for extra in ([], ["--socket", str(deejai_home / "other.sock")]):
         res = run_cli(deejai_home, "serve", *extra)
         assert res.returncode == 1, res.stderr
@@ -76,7 +62,7 @@ def test_second_daemon_exits_1(deejai_home, daemons):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly(deejai_home, daemons, sig):
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     with Raw(d.socket) as idle:  # a connected client does not hold the daemon up
         idle.ping()
         d.proc.send_signal(sig)
@@ -86,12 +72,12 @@ def test_signal_stops_cleanly(deejai_home, daemons, sig):
     assert read_daemon_info(d.paths) is None  # lock released and emptied
     assert "daemon stopped" in d.paths.log_file.read_text()
     # and the library can be served again at once
-    d2 = start(daemons, deejai_home)
+    d2 = start_daemon(daemons, deejai_home)
     assert d2.client().ping()["pid"] == d2.proc.pid
 
 
 def test_stop_command(deejai_home, daemons):
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     res = run_cli(deejai_home, "stop")
     assert res.returncode == 0, res.stderr
     assert f"daemon (pid {d.proc.pid}) stopped" in res.stderr
@@ -103,12 +89,12 @@ def test_stop_command(deejai_home, daemons):
 
 
 def test_stale_socket_after_kill_9_is_replaced(deejai_home, daemons):
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     d.proc.kill()
     d.wait(30)
     assert stat.S_ISSOCK(os.lstat(d.paths.socket_file).st_mode)  # left behind
     assert Client.connect_or_none(timeout=0.5) is None
-    d2 = start(daemons, deejai_home)
+    d2 = start_daemon(daemons, deejai_home)
     with Client.connect() as c:  # found at the default place
         assert c.ping()["pid"] == d2.proc.pid
     assert "removing stale socket" in d2.paths.log_file.read_text()
@@ -126,7 +112,7 @@ def test_socket_path_that_is_not_a_socket(deejai_home, tmp_path):
 
 def test_custom_socket_is_found_through_the_lock_file(deejai_home, daemons, tmp_path):
     path = tmp_path / "s" / "custom.sock"
-    d = start(daemons, deejai_home, "--socket", str(path))
+    d = start_daemon(daemons, deejai_home, "--socket", str(path))
     assert mode(path) == 0o600 and mode(path.parent) == 0o700
     with Client.connect() as c:
         assert c.address == str(path)
@@ -138,7 +124,7 @@ def test_custom_socket_is_found_through_the_lock_file(deejai_home, daemons, tmp_
 
 # ------------------------------------------------------------------------------ TCP
 def test_tcp_needs_the_token_and_listens_on_loopback_only(deejai_home, daemons, monkeypatch):
-    d = start(daemons, deejai_home, "--tcp", "127.0.0.1:0")
+    d = start_daemon(daemons, deejai_home, "--tcp", "127.0.0.1:0")
     info = d.info()
     address = info["tcp"]
     port = int(address.rsplit(":", 1)[1])
@@ -265,7 +251,7 @@ def _count_tracks(home: Path) -> int:
 
 
 def test_scan_events_and_playlists_over_the_socket(deejai_home, daemons, music):
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     with d.client() as c, d.client() as watcher:
         seen: list[tuple[str, dict]] = []
         unsubscribe = watcher.subscribe(lambda e, p: seen.append((e, p)))
@@ -314,7 +300,7 @@ def test_kill_9_during_a_scan_then_serve_again(deejai_home, daemons, music, tmp_
     # a bigger library so that the scan is still running when the first batch is committed
     big = tmp_path / "big"
     make_library(big, n=100, seconds=4.0)  # a batch is 32 files: the scan goes on after it
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     with d.client() as c:
         job = c.scan(paths=[str(big)], workers=1)["job"]
         deadline = time.monotonic() + 180
@@ -336,7 +322,7 @@ def test_kill_9_during_a_scan_then_serve_again(deejai_home, daemons, music, tmp_
         p.kill()
     assert alive == []
 
-    d2 = start(daemons, deejai_home)
+    d2 = start_daemon(daemons, deejai_home)
     assert "removing stale socket" in d2.paths.log_file.read_text()
     from deejai.engine.library import Library
 
@@ -354,7 +340,7 @@ def test_kill_9_during_a_scan_then_serve_again(deejai_home, daemons, music, tmp_
 
 
 def test_sigterm_during_a_scan_commits_and_exits(deejai_home, daemons, music):
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     with d.client() as c:
         stream = c.events(timeout=120)
         job = c.scan(paths=[str(music)], workers=1)["job"]
@@ -381,7 +367,7 @@ def test_stopping_the_daemon_mid_scan_ends_the_scanning_cli_with_a_clear_line(
 
     music = tmp_path / "many"
     make_library(music, n=80, seconds=3.0)  # still scanning when the stop comes
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     env = dict(os.environ, DEEJAI_HOME=str(deejai_home), DEEJAI_NO_DAEMON="", COLUMNS="200")
     env.pop("DEEJAI_SOCKET", None)
     scanning = subprocess.Popen([sys.executable, "-m", "deejai.ui_cli.main", "scan", "-j", "1",

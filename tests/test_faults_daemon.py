@@ -7,7 +7,6 @@ Real ``deejai serve`` processes, real Unix and TCP sockets, a real Debian ``mpd`
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -29,13 +28,13 @@ from hypothesis import strategies as st
 from deejai.engine.errors import AuthenticationFailed, InvalidParamsError
 from deejai.engine.rpc import (
     INVALID_PARAMS,
-    INVALID_REQUEST,
     MAX_UNAUTHENTICATED,
     METHOD_NOT_FOUND,
     PARSE_ERROR,
     Client,
 )
-from tests.test_rpc import Daemon, Raw, assert_error
+from tests.conftest import free_tcp_port
+from tests.test_rpc import Daemon, Raw, assert_error, start_daemon
 
 AUTH_ERROR = AuthenticationFailed.code
 
@@ -52,20 +51,6 @@ def strict_json(raw: bytes):
 def read_raw(r: Raw) -> bytes:
     """The next reply line as bytes (b"" at the end of the stream)."""
     return r.file.readline()
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop()
-
-
-def start(daemons: list, home: Path, *args: str, **kw) -> Daemon:
-    d = Daemon(home, *args, **kw)
-    daemons.append(d)
-    return d.start()
 
 
 def auth_line(token: str, rid: object = 1) -> dict:
@@ -148,7 +133,7 @@ def test_unauthenticated_peers_cannot_fill_the_daemons_memory(tcp_daemon):
 
 def test_an_overlong_first_line_is_refused_before_the_token_is_read(deejai_home, daemons):
     # its own daemon: the other tests spent this peer's budget of answered failures
-    address = start(daemons, deejai_home, "--tcp", "127.0.0.1:0").info()["tcp"]
+    address = start_daemon(daemons, deejai_home, "--tcp", "127.0.0.1:0").info()["tcp"]
     with Raw(address) as r:
         r.send(b'{"jsonrpc":"2.0","id":1,"method":"engine.auth","params":{"token":"'
                + b"t" * 100_000)
@@ -166,7 +151,7 @@ def _log_lines(d: Daemon, pattern: str) -> list[str]:
 def test_failed_authentications_are_rate_limited_and_logged_once(deejai_home, daemons):
     """500 wrong tokens in a row: a few are answered, the rest are dropped unanswered; the log
     gets one summary line, not 500; and the right token is accepted throughout."""
-    d = start(daemons, deejai_home, "--tcp", "127.0.0.1:0")
+    d = start_daemon(daemons, deejai_home, "--tcp", "127.0.0.1:0")
     address, token = d.info()["tcp"], d.token()
     from deejai.engine.rpc.connection import AUTH_FAILURE_BURST, AUTH_FAILURES_PER_S
 
@@ -396,7 +381,7 @@ def test_a_client_flooding_joins_does_not_delay_anothers_status(deejai_home, dae
     from benchmarks.rpc import build_library
 
     build_library(deejai_home, 2000)
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     with Raw(d.socket) as warm:  # build the catalogue and index first
         assert "result" in warm.ask({"jsonrpc": "2.0", "id": 0, "method": "playlist.join",
                                      "params": {"waypoints": [1, 2], "n": 10}})
@@ -502,7 +487,7 @@ def test_scan_workers_are_checked_and_capped(deejai_home, daemons, tmp_path):
     cores = len(os.sched_getaffinity(0))
     empty = tmp_path / "empty"
     empty.mkdir()
-    d = start(daemons, deejai_home, env={"DEEJAI_WORKERS": "0"})
+    d = start_daemon(daemons, deejai_home, env={"DEEJAI_WORKERS": "0"})
     with Raw(d.socket) as r:
         for bad in (-3, 0.5, "4", True):
             err = assert_error(_call(r, "library.scan", {"paths": [str(empty)], "workers": bad}),
@@ -515,7 +500,7 @@ def test_scan_workers_are_checked_and_capped(deejai_home, daemons, tmp_path):
     d.stop()
     # a setting may raise the cap
     d.paths.settings_file.write_text(f"max_workers = {cores + 3}\n", encoding="utf-8")
-    d2 = start(daemons, deejai_home, env={"DEEJAI_WORKERS": "0"})
+    d2 = start_daemon(daemons, deejai_home, env={"DEEJAI_WORKERS": "0"})
     with Raw(d2.socket) as r:
         assert _call(r, "library.scan", {"paths": [str(empty)], "workers": 10**12}
                      )["result"]["workers"] == cores + 3
@@ -528,7 +513,7 @@ def test_a_huge_workers_value_starts_no_more_processes_than_cores(deejai_home, d
     cores = len(os.sched_getaffinity(0))
     music = tmp_path / "music"
     make_library(music, n=cores + 2, seconds=2.0)
-    d = start(daemons, deejai_home, env={"DEEJAI_WORKERS": "0"})
+    d = start_daemon(daemons, deejai_home, env={"DEEJAI_WORKERS": "0"})
     daemon = psutil.Process(d.proc.pid)
     seen = 0
     with Raw(d.socket) as r:
@@ -558,12 +543,6 @@ LAUNCHER = (
 SOCKET_ACTIVATE = shutil.which("systemd-socket-activate")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _activate(how: str, host: str, home: Path) -> tuple[subprocess.Popen, int]:
     """``deejai serve`` started the way systemd does, on a TCP socket bound to ``host``."""
     env = dict(os.environ, DEEJAI_HOME=str(home), DEEJAI_NO_DAEMON="")
@@ -571,7 +550,7 @@ def _activate(how: str, host: str, home: Path) -> tuple[subprocess.Popen, int]:
     if how == "systemd-socket-activate":
         if SOCKET_ACTIVATE is None:
             pytest.skip("systemd-socket-activate is not installed (Debian: apt-get install systemd)")
-        port = _free_port()
+        port = free_tcp_port()
         # it passes its children no environment but what -E names
         passed = [f"-E{name}" for name in ("DEEJAI_HOME", "DEEJAI_NO_DAEMON", "PATH", "HOME")]
         proc = subprocess.Popen(
@@ -701,7 +680,7 @@ def test_the_mpd_password_goes_only_to_the_configured_mpd(password_mpd, deejai_h
         f'[mpd]\nhost = "127.0.0.1"\nport = {server.port}\npassword = "s3cret pass"\n'
         f'music_directory = "{server.music}"\n', encoding="utf-8")
     recorder = RecordingListener()
-    d = start(daemons, deejai_home)
+    d = start_daemon(daemons, deejai_home)
     try:
         with Raw(d.socket) as r:
             # the configured MPD: the password is sent, and needed (anonymous is read-only)
@@ -717,6 +696,7 @@ def test_the_mpd_password_goes_only_to_the_configured_mpd(password_mpd, deejai_h
             assert "password" in err["error"]["message"]  # says why MPD may refuse
             # the configured port on another host name: not sent either
             err = _call(r, "sink.mpd.send", {"playlist": playlist, "host": "localhost"}, 3)
+            assert "password" in err["error"]["message"], err  # MPD refused the anonymous add
             assert not [line for line in recorder.lines if "s3cret" in line]
             # a password in the request is the client's choice: it goes where it is told
             _call(r, "sink.mpd.send", {"playlist": playlist, "port": recorder.port,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -25,18 +24,13 @@ from deejai.plugins import manager
 from deejai.plugins.mpd import send, track_uri
 from deejai.plugins.options import add_sink_options, push_playlist
 from tests.audiogen import make_library, write_mp3
+from tests.conftest import free_tcp_port
 
 mpd = pytest.importorskip("mpd", reason="python-mpd2 is in the test extra")
 
 MPD_BINARY = shutil.which("mpd")
 
 UNICODE_TRACK = "Sigur Rós/Hoppípolla & Þú #1.mp3"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class MPDServer:
@@ -84,7 +78,7 @@ def running_mpd(root: Path, *, password: str | None = None) -> Iterator[MPDServe
     write_mp3(music / UNICODE_TRACK, seconds=2.0, kind="chirp", seed=9,
               tags={"artist": "Sigur Rós", "title": "Hoppípolla"})
     (root / "playlists").mkdir()
-    port = _free_port()
+    port = free_tcp_port()
     socket_path = root / "socket"
     config = root / "mpd.conf"
     access = (f'password "{password}@read,add,control,admin"\n'
@@ -261,7 +255,7 @@ def test_music_directory_is_asked_from_mpd_over_its_local_socket(mpd_server):
 
 
 def test_unreachable_mpd_and_bad_mode_are_one_line_errors(mpd_server, settings):
-    port = _free_port()
+    port = free_tcp_port()
     with pytest.raises(SinkError, match=rf"cannot connect to MPD at 127\.0\.0\.1:{port}: "):
         send(_playlist(_library(mpd_server)[:1]), settings, port=port)
     with pytest.raises(ConfigError, match="MPD queue mode must be one of replace, append"):

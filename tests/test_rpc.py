@@ -185,6 +185,14 @@ class Raw:
         self.close()
 
 
+def start_daemon(daemons: list, home: Path, *args: str, **kw) -> Daemon:
+    """Start a :class:`Daemon` on ``home`` and wait until it answers; the ``daemons``
+    fixture's list stops it when the test ends."""
+    d = Daemon(home, *args, **kw)
+    daemons.append(d)
+    return d.start()
+
+
 def assert_error(reply: dict, code: int, rid: object = None) -> dict:
     assert reply["jsonrpc"] == "2.0"
     assert "result" not in reply
