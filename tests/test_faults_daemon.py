@@ -104,14 +104,21 @@ def test_idle_unauthenticated_peers_do_not_take_the_owners_slots(tcp_daemon):
 
 
 def test_unauthenticated_peers_cannot_fill_the_daemons_memory(tcp_daemon):
-    """250 token-less peers that each send 1 MB without a newline: the daemon reads a few KiB
-    of each, answers -32061 and closes (it buffered every megabyte: 43 -> 287 MB)."""
+    """250 token-less peers that each try to send 4 MiB without a newline: the daemon reads a
+    few KiB of each, answers -32061 and closes. Before the fix it kept about 0.9 MB of every
+    peer (a line up to the size limit): 224 MB more here with these peers, 43 -> 287 MB in
+    the issue; now it grows by 1-7 MB.
+
+    Each send blocks until the daemon has read or refused the bytes, so the peers come one
+    after the other: with 1 MiB each, which the kernel takes without waiting, the daemon's RSS
+    after the burst varied between 8 and 45 MB over runs (what asyncio read ahead for the
+    peers is freed, but the allocator keeps part of it), too close to the defect to tell them
+    apart."""
     address, token = tcp_daemon.info()["tcp"], tcp_daemon.token()
     daemon = psutil.Process(tcp_daemon.proc.pid)
     rss_before = daemon.memory_info().rss
-    blob = b"x" * (1 << 20)
+    blob = b"x" * (4 << 20)
     peers = []
-    refused = 0
     try:
         for _ in range(250):
             r = Raw(address, timeout=10)
@@ -119,7 +126,7 @@ def test_unauthenticated_peers_cannot_fill_the_daemons_memory(tcp_daemon):
             try:
                 r.send(blob)
             except OSError:  # the daemon closed the connection while we were sending
-                refused += 1
+                pass
         rss_after = daemon.memory_info().rss
         with Client.connect(address, token=token, timeout=10) as owner:
             assert owner.ping()["pid"] == tcp_daemon.proc.pid
@@ -127,7 +134,7 @@ def test_unauthenticated_peers_cannot_fill_the_daemons_memory(tcp_daemon):
         for r in peers:
             r.close()
     grown_mb = (rss_after - rss_before) / 2**20
-    assert grown_mb < 40, f"the daemon grew by {grown_mb:.0f} MB"
+    assert grown_mb < 64, f"the daemon grew by {grown_mb:.0f} MB"
     assert tcp_daemon.alive()
 
 
