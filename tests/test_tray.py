@@ -466,6 +466,8 @@ def test_menu_actions_call_the_daemon(daemon, library, tmp_path):
 
 # ------------------------------------------------------------------------- X11, real tray
 XVFB = shutil.which("Xvfb")
+SCREEN_W, SCREEN_H = 480, 320  # the Xvfb screen the tests start
+TOP_RIGHT = (SCREEN_W - 160, 0, SCREEN_W, 40)  # where trayer's panel and its icon are
 TRAYER = shutil.which("trayer")
 needs_x = pytest.mark.skipif(not (XVFB and TRAYER),
                              reason="needs Xvfb and trayer (apt-get install xvfb trayer)")
@@ -493,7 +495,7 @@ class XSession:
             num = random.randrange(100, 1000)
             if Path(f"/tmp/.X11-unix/X{num}").exists() or Path(f"/tmp/.X{num}-lock").exists():
                 continue
-            proc = subprocess.Popen([XVFB, f":{num}", "-screen", "0", "480x320x24",
+            proc = subprocess.Popen([XVFB, f":{num}", "-screen", "0", f"{SCREEN_W}x{SCREEN_H}x24",
                                      "-nolisten", "tcp", "-noreset"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 20
@@ -648,6 +650,11 @@ def xsession(tmp_path):
     s.close()
 
 
+def _on_screen(x: int, y: int, w: int, h: int) -> bool:
+    """Whether the window at (x, y) of size w x h lies wholly on the Xvfb screen."""
+    return x >= 0 and y >= 0 and x + w <= SCREEN_W and y + h <= SCREEN_H
+
+
 def _close_enough(a, b, tol=40) -> bool:
     return all(abs(x - y) <= tol for x, y in zip(a, b))
 
@@ -695,20 +702,20 @@ def test_xorg_icon_docks_and_follows_the_daemon(daemon, xsession, library, tmp_p
         _, name, x, y, w, h, parents = win
         assert "trayer" in parents, f"not docked in the tray: {parents}"
         assert name == "deejai: idle: 0 tracks"
-        assert 0 < w <= 64 and 0 < h <= 64 and x + w <= 480 and y + h <= 320
+        assert 0 < w <= 64 and 0 < h <= 64 and _on_screen(x, y, w, h)
 
         def disc(colour):
             # a pixel on the disc, above the glyph
             return _close_enough(xsession.pixel(x + w // 2, y + max(2, h // 6)), colour)
 
         _wait(lambda: disc(icons.COLOURS["idle"]), 20, "the blue idle picture")
-        xsession.screenshot(tmp_path / "tray-xorg-idle.png", crop=(480 - 160, 0, 480, 40))
+        xsession.screenshot(tmp_path / "tray-xorg-idle.png", crop=TOP_RIGHT)
 
         daemon.client.scan(paths=[str(library)], workers=1)
         win = _wait(lambda: icon("deejai: scanning"), 60, "the scanning title", 0.02)
         titles = {win[1]}
         _wait(lambda: disc(icons.COLOURS["scanning"]), 20, "the amber scanning picture", 0.02)
-        xsession.screenshot(tmp_path / "tray-xorg-scanning.png", crop=(480 - 160, 0, 480, 40))
+        xsession.screenshot(tmp_path / "tray-xorg-scanning.png", crop=TOP_RIGHT)
         deadline = time.monotonic() + 180
         while True:
             current = icon()
@@ -724,7 +731,7 @@ def test_xorg_icon_docks_and_follows_the_daemon(daemon, xsession, library, tmp_p
         daemon.stop()
         _wait(lambda: icon("deejai: daemon not running"), 30, "the not-running title")
         _wait(lambda: disc(icons.COLOURS["not_running"]), 20, "the grey picture")
-        xsession.screenshot(tmp_path / "tray-xorg-not-running.png", crop=(480 - 160, 0, 480, 40))
+        xsession.screenshot(tmp_path / "tray-xorg-not-running.png", crop=TOP_RIGHT)
         time.sleep(1.0)
         assert tray.poll() is None, log.read_text()
         assert "Traceback" not in log.read_text()
@@ -763,7 +770,7 @@ def test_gtk_menu_opens_and_its_scan_item_starts_a_scan(daemon, xsession, librar
             if tray.poll() is not None:
                 raise AssertionError(f"the tray exited: {log.read_text()}")
             for _, _, px, py, pw, ph, _ in xsession.find("panel"):
-                if pw > 8 and px >= 0 and py >= 0 and px + pw <= 480 and py + ph <= 320:
+                if pw > 8 and _on_screen(px, py, pw, ph):
                     cx, cy = px + pw - ph // 2, py + ph // 2
                     if _close_enough(xsession.pixel(cx, py + 4), icons.COLOURS["idle"], 60):
                         return cx, cy
@@ -773,7 +780,8 @@ def test_gtk_menu_opens_and_its_scan_item_starts_a_scan(daemon, xsession, librar
         time.sleep(1.0)
         xsession.click(cx, cy, 3)
         time.sleep(1.5)
-        xsession.screenshot(tmp_path / "tray-gtk-menu.png", crop=(480 - 300, 0, 480, 240))
+        xsession.screenshot(tmp_path / "tray-gtk-menu.png",
+                            crop=(SCREEN_W - 300, 0, SCREEN_W, 240))
         xsession.key("Down")  # the first item that can be chosen: Scan library now
         xsession.key("Return")
         status = _wait(lambda: daemon.client.scan_status().get("job") and
@@ -854,7 +862,8 @@ def test_xorg_clicks_open_the_menu_and_join_the_dots(daemon, xsession, library, 
         _, _, mx, my, mw, mh, _ = menu
         assert my <= cy + 4 and mx <= cx <= mx + mw + 40, (menu, cx, cy)  # at the pointer
         time.sleep(0.5)
-        xsession.screenshot(tmp_path / "tray-xorg-menu.png", crop=(480 - 300, 0, 480, 280))
+        xsession.screenshot(tmp_path / "tray-xorg-menu.png",
+                            crop=(SCREEN_W - 300, 0, SCREEN_W, 280))
         # keyboard traversal skips the greyed status line: Scan library now, Join the dots…
         xsession.key("Down")
         xsession.key("Down")
